@@ -1,0 +1,1 @@
+"""Who is calling: users and roles, API keys for machines, bearer tokens, OIDC."""

@@ -1,0 +1,103 @@
+"""Engine construction for the two supported dialects and migration on start."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib import resources
+
+import orjson
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
+
+# Arbitrary constant: serialises concurrent migrations of several workers on PostgreSQL.
+_MIGRATION_LOCK_KEY = 0x6B697A756E61
+
+
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+@lru_cache(maxsize=512)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _sqlite_regexp(pattern: str | None, value: object) -> bool | None:
+    if pattern is None or value is None:
+        return None
+    return _compiled(pattern).search(str(value)) is not None
+
+
+def create_engine_for(url: str, *, pool_size: int = 20) -> Engine:
+    """An engine for ``url`` with the pragmas and pool Kizuna relies on.
+
+    SQLite runs in WAL mode with ``BEGIN IMMEDIATE`` for writes (see :func:`writer`),
+    so concurrent writers queue on the busy timeout instead of failing to upgrade
+    a read lock into a write lock.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+            # Let SQLAlchemy's "begin" event below emit BEGIN itself.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+            dbapi_conn.create_function("regexp", 2, _sqlite_regexp, deterministic=True)
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+
+    return create_engine(
+        url,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine, with write transactions that take SQLite's write lock up front."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE")
+
+
+def is_postgres(bind: Connection | Engine) -> bool:
+    return bind.dialect.name == "postgresql"
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option(
+        "script_location", str(resources.files("kizuna.storage") / "migrations")
+    )
+    return cfg
+
+
+def upgrade_to_head(engine: Engine) -> None:
+    """Apply every pending migration; safe to call from several processes at once."""
+    cfg = alembic_config()
+    with writer(engine).begin() as conn:
+        if is_postgres(conn):
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
