@@ -45,7 +45,7 @@ _ROLE_PRECEDENCE = list(Role)
 
 @dataclass(frozen=True)
 class Principal:
-    kind: Literal["anonymous", "user", "api_key", "oidc", "open_access"]
+    kind: Literal["anonymous", "user", "api_key", "oidc", "open_access", "system"]
     subject: str
     role: Role | None
     # None means every tenant (platform admins).
@@ -66,6 +66,8 @@ class Principal:
 
 ANONYMOUS = Principal("anonymous", "", None, frozenset(), False)
 OPEN_ACCESS = Principal("open_access", "open-access", Role.PLATFORM_ADMIN, None, True)
+# Kizuna acting on its own behalf (demo seeding, jobs), never reachable over HTTP.
+SYSTEM = Principal("system", "kizuna", Role.PLATFORM_ADMIN, None, True)
 
 _hasher = PasswordHasher()
 

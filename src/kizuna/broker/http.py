@@ -1,0 +1,209 @@
+"""NGSI-LD HTTP conventions: content types, the @context Link header, options, responses."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+
+from kizuna.broker.context import CORE_CONTEXT_URL, ContextStore, TermMap
+from kizuna.broker.ngsild import Rendering, check_name
+from kizuna.problems import Problem, bad_request, invalid_request
+
+JSON = "application/json"
+JSON_LD = "application/ld+json"
+GEO_JSON = "application/geo+json"
+MERGE_PATCH = "application/merge-patch+json"
+CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
+_LINK = re.compile(r'<([^>]*)>\s*((?:;\s*[^;,]+)*)')
+_FORMATS = ("normalized", "concise", "keyValues")
+
+
+def media_type(value: str | None) -> str:
+    return (value or "").split(";")[0].strip().lower()
+
+
+def context_link(request: Request) -> str | None:
+    """The @context URL of a Link header with the JSON-LD context relation, if any."""
+    header = request.headers.get("link")
+    if not header:
+        return None
+    for match in _LINK.finditer(header):
+        params = match.group(2).replace(" ", "")
+        if f'rel="{CONTEXT_REL}"' in params or f"rel={CONTEXT_REL}" in params:
+            return match.group(1)
+    raise bad_request("The Link header has no JSON-LD @context relation")
+
+
+async def read_json(request: Request, allowed: tuple[str, ...] = (JSON, JSON_LD)) -> Any:
+    ctype = media_type(request.headers.get("content-type"))
+    if ctype not in allowed:
+        raise Problem(
+            415,
+            "urn:kizuna:errors:UnsupportedMediaType",
+            "Unsupported media type",
+            f"Content-Type must be one of {', '.join(allowed)}",
+        )
+    raw = await request.body()
+    if not raw.strip():
+        raise invalid_request("The request body is empty")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}") from None
+
+
+def body_context(request: Request, body: Any) -> Any:
+    """The @context that applies to a request body, by its content type.
+
+    application/ld+json carries it in the body (required); application/json gets it
+    from the Link header and must not carry one in the body.
+    """
+    ctype = media_type(request.headers.get("content-type"))
+    items = body if isinstance(body, list) else [body]
+    if ctype == JSON_LD:
+        for item in items:
+            if not isinstance(item, dict) or "@context" not in item:
+                raise bad_request("An application/ld+json body must carry its @context")
+        return items[0]["@context"] if items else None
+    for item in items:
+        if isinstance(item, dict) and "@context" in item:
+            raise bad_request("@context in an application/json body; use the Link header instead")
+    return context_link(request)
+
+
+def term_map_for_body(contexts: ContextStore, request: Request, body: Any) -> TermMap:
+    return contexts.term_map(body_context(request, body))
+
+
+def term_map_of_item(contexts: ContextStore, request: Request) -> Any:
+    """For batches: each application/ld+json entity carries its own @context."""
+    if media_type(request.headers.get("content-type")) == JSON_LD:
+        def of(item: Any) -> TermMap:
+            if not isinstance(item, dict) or "@context" not in item:
+                raise bad_request("An application/ld+json entity must carry its @context")
+            return contexts.term_map(item["@context"])
+
+        return of
+    shared = contexts.term_map(context_link(request))
+
+    def same(item: Any) -> TermMap:
+        if isinstance(item, dict) and "@context" in item:
+            raise bad_request("@context in an application/json body; use the Link header instead")
+        return shared
+
+    return same
+
+
+def accepted(request: Request) -> str:
+    """The response media type from the Accept header (406 when none is offered)."""
+    header = request.headers.get("accept") or "*/*"
+    best, best_q = None, -1.0
+    for part in header.split(","):
+        pieces = [p.strip() for p in part.split(";")]
+        kind, q = pieces[0].lower(), 1.0
+        for param in pieces[1:]:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        choice = {
+            JSON: JSON, JSON_LD: JSON_LD, GEO_JSON: GEO_JSON, "*/*": JSON,
+            "application/*": JSON,
+        }.get(kind)
+        if choice and q > best_q:
+            best, best_q = choice, q
+    if best is None:
+        raise Problem(406, "urn:kizuna:errors:NotAcceptable", "Not acceptable",
+                      "Accept application/json, application/ld+json or application/geo+json")
+    return best
+
+
+def split_list(value: str | None, what: str) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",")]
+    if not all(items):
+        raise bad_request(f"Empty item in {what}")
+    return items
+
+
+def rendering(request: Request, tm: TermMap, *, allow_attrs: bool = True) -> Rendering:
+    params = request.query_params
+    options = set(split_list(params.get("options"), "options") or [])
+    formats = [f for f in _FORMATS if f in options]
+    if params.get("format"):
+        if params["format"] not in _FORMATS:
+            raise bad_request(f"Unknown format {params['format']!r}")
+        formats.append(params["format"])
+    if len(set(formats)) > 1:
+        raise bad_request("Conflicting representation options: " + ", ".join(sorted(set(formats))))
+    unknown = options - {*_FORMATS, "sysAttrs", "noOverwrite", "replace", "update"}
+    if unknown:
+        raise bad_request(f"Unknown options: {', '.join(sorted(unknown))}")
+    attrs = split_list(params.get("attrs"), "attrs")
+    pick = split_list(params.get("pick"), "pick")
+    omit = split_list(params.get("omit"), "omit")
+    if pick is not None and omit is not None and set(pick) & set(omit):
+        raise bad_request("The same member is in pick and omit")
+    if attrs is not None and (pick is not None or omit is not None):
+        raise bad_request("attrs cannot be combined with pick or omit")
+    for name in (attrs or []) + (pick or []) + (omit or []):
+        check_name(name)
+    return Rendering(
+        format=formats[0] if formats else "normalized",
+        sys_attrs="sysAttrs" in options,
+        attrs=frozenset(tm.expand(a) for a in attrs) if attrs is not None and allow_attrs else None,
+        pick=frozenset(pick) if pick is not None else None,
+        omit=frozenset(omit) if omit is not None else None,
+        lang=params.get("lang"),
+    )
+
+
+def has_option(request: Request, option: str) -> bool:
+    return option in (split_list(request.query_params.get("options"), "options") or [])
+
+
+def json_response(
+    request: Request,
+    content: Any,
+    tm: TermMap,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Serialise a body the NGSI-LD way for the negotiated media type."""
+    kind = accepted(request)
+    out_headers = dict(headers or {})
+    context = _response_context(tm)
+    if kind == JSON_LD:
+        if isinstance(content, list):
+            content = [{**item, "@context": context} for item in content]
+        elif isinstance(content, dict):
+            content = {**content, "@context": context}
+    else:
+        link = context if isinstance(context, str) else CORE_CONTEXT_URL
+        context_header = f'<{link}>; rel="{CONTEXT_REL}"; type="{JSON_LD}"'
+        # Pagination links given by the caller share the one Link header.
+        others = out_headers.get("Link")
+        out_headers["Link"] = f"{context_header}, {others}" if others else context_header
+    tenant = request.headers.get("ngsild-tenant")
+    if tenant:
+        out_headers["NGSILD-Tenant"] = tenant
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS),
+        status_code=status,
+        media_type=kind if kind != GEO_JSON else GEO_JSON,
+        headers=out_headers,
+    )
+
+
+def _response_context(tm: TermMap) -> Any:
+    if not tm.source:
+        return CORE_CONTEXT_URL
+    if len(tm.source) == 1:
+        return tm.source[0]
+    return tm.source

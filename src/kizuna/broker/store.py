@@ -1,0 +1,241 @@
+"""SQL access to entity rows. Every statement is bound to a TenantScope.
+
+This is the one place tenant isolation is applied to broker data: each function takes
+the scope and adds its tenant (and, for anonymous readers, its open-data types) to the
+statement, so no caller can forget it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import array
+
+from kizuna.broker import geo
+from kizuna.broker.models import entities, entity_types, geo_index
+from kizuna.broker.ngsild import Entity
+from kizuna.tenancy.service import TenantScope
+
+
+@dataclass
+class Row:
+    pk: int
+    id: str
+    types: list[str]
+    scopes: list[str] | None
+    attrs: dict[str, list[dict[str, Any]]]
+    created_at: datetime
+    modified_at: datetime
+
+
+_COLUMNS = (
+    entities.c.pk,
+    entities.c.id,
+    entities.c.types,
+    entities.c.scopes,
+    entities.c.attrs,
+    entities.c.created_at,
+    entities.c.modified_at,
+)
+
+
+def to_row(r: Any) -> Row:
+    return Row(r.pk, r.id, r.types, r.scopes, r.attrs, r.created_at, r.modified_at)
+
+
+def visible(scope: TenantScope) -> ColumnElement[bool]:
+    """The tenant condition (and open-data restriction) every query carries."""
+    condition = entities.c.tenant == scope.tenant
+    if scope.visible_types is not None:
+        condition = and_(condition, type_in(scope, sorted(scope.visible_types)))
+    return condition
+
+
+def type_in(scope: TenantScope, types: Sequence[str]) -> ColumnElement[bool]:
+    """Entities having any of ``types`` (multi-typed entities through broker_entity_types)."""
+    if not types:
+        return false()
+    return or_(
+        entities.c.type.in_(types),
+        entities.c.pk.in_(
+            select(entity_types.c.entity_pk).where(
+                entity_types.c.tenant == scope.tenant, entity_types.c.type.in_(types)
+            )
+        ),
+    )
+
+
+def base_select(scope: TenantScope) -> Select:
+    return select(*_COLUMNS).where(visible(scope))
+
+
+def load(conn: Connection, scope: TenantScope, entity_id: str, *, lock: bool = False) -> Row | None:
+    stmt = base_select(scope).where(entities.c.id == entity_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    found = conn.execute(stmt).first()
+    return to_row(found) if found else None
+
+
+def load_many(
+    conn: Connection, scope: TenantScope, ids: Iterable[str], *, lock: bool = False
+) -> dict[str, Row]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    stmt = base_select(scope).where(entities.c.id.in_(wanted)).order_by(entities.c.id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return {r.id: to_row(r) for r in conn.execute(stmt)}
+
+
+def insert_many(
+    conn: Connection, scope: TenantScope, new: Sequence[Entity], now: datetime
+) -> dict[str, int]:
+    """Insert entities; returns their primary keys by id."""
+    if not new:
+        return {}
+    rows = [
+        {
+            "tenant": scope.tenant,
+            "id": e.id,
+            "type": e.types[0],
+            "types": e.types,
+            "scopes": e.scopes,
+            "attrs": e.attrs,
+            "created_at": now,
+            "modified_at": now,
+        }
+        for e in new
+    ]
+    result = conn.execute(
+        insert(entities).returning(entities.c.pk, entities.c.id, sort_by_parameter_order=True),
+        rows,
+    )
+    pks = {r.id: r.pk for r in result}
+    _write_types(conn, scope, [(pks[e.id], e.types) for e in new if len(e.types) > 1])
+    _write_geo(conn, scope, [(pks[e.id], e.attrs) for e in new])
+    return pks
+
+
+def update_many(
+    conn: Connection, scope: TenantScope, changed: Sequence[tuple[Row, Entity]], now: datetime
+) -> None:
+    """Write new types/scopes/attrs over existing rows, keeping their indexes in step."""
+    if not changed:
+        return
+    conn.execute(
+        update(entities)
+        .where(entities.c.pk == _bind("b_pk"))
+        .values(
+            type=_bind("b_type"),
+            types=_bind("b_types", entities.c.types.type),
+            scopes=_bind("b_scopes", entities.c.scopes.type),
+            attrs=_bind("b_attrs", entities.c.attrs.type),
+            modified_at=now,
+        ),
+        [
+            {
+                "b_pk": old.pk,
+                "b_type": new.types[0],
+                "b_types": new.types,
+                "b_scopes": new.scopes,
+                "b_attrs": new.attrs,
+            }
+            for old, new in changed
+        ],
+    )
+    retyped = [(old.pk, new.types) for old, new in changed if old.types != new.types]
+    if retyped:
+        conn.execute(delete(entity_types).where(entity_types.c.entity_pk.in_([p for p, _ in retyped])))
+        _write_types(conn, scope, [(pk, types) for pk, types in retyped if len(types) > 1])
+    regeo = [(old.pk, new.attrs) for old, new in changed if _geo_part(old.attrs) != _geo_part(new.attrs)]
+    if regeo:
+        conn.execute(delete(geo_index).where(geo_index.c.entity_pk.in_([p for p, _ in regeo])))
+        _write_geo(conn, scope, regeo)
+
+
+def delete_many(conn: Connection, scope: TenantScope, pks: Sequence[int]) -> None:
+    if not pks:
+        return
+    # Children first: SQLite only cascades with foreign keys on, and PostgreSQL does
+    # the same work either way.
+    conn.execute(delete(entity_types).where(entity_types.c.entity_pk.in_(pks)))
+    conn.execute(delete(geo_index).where(geo_index.c.entity_pk.in_(pks)))
+    conn.execute(delete(entities).where(entities.c.tenant == scope.tenant, entities.c.pk.in_(pks)))
+
+
+def _bind(name: str, type_: Any = None) -> Any:
+    return bindparam(name, type_=type_)
+
+
+def _write_types(conn: Connection, scope: TenantScope, items: list[tuple[int, list[str]]]) -> None:
+    rows = [
+        {"tenant": scope.tenant, "type": t, "entity_pk": pk} for pk, types in items for t in types
+    ]
+    if rows:
+        conn.execute(insert(entity_types), rows)
+
+
+def _geo_part(attrs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, Any]]:
+    return [
+        (iri, inst["value"])
+        for iri, instances in attrs.items()
+        for inst in instances
+        if inst.get("type") == "GeoProperty"
+    ]
+
+
+def _write_geo(
+    conn: Connection, scope: TenantScope, items: list[tuple[int, dict[str, list[dict[str, Any]]]]]
+) -> None:
+    rows = []
+    for pk, attrs in items:
+        for iri, geometry in _geo_part(attrs):
+            min_lon, min_lat, max_lon, max_lat = geo.bbox(geometry)
+            rows.append(
+                {
+                    "entity_pk": pk,
+                    "tenant": scope.tenant,
+                    "attr": iri,
+                    "min_lon": min_lon,
+                    "min_lat": min_lat,
+                    "max_lon": max_lon,
+                    "max_lat": max_lat,
+                    "geometry": geometry,
+                }
+            )
+    if rows:
+        conn.execute(insert(geo_index), rows)
+
+
+def has_any_attribute(attrs_col: Any, iris: Sequence[str], dialect: str) -> ColumnElement[bool]:
+    """Entities carrying at least one of the attributes (expanded names)."""
+    if not iris:
+        return true()
+    if dialect == "postgresql":
+        return attrs_col.has_any(array(list(iris)))
+    return or_(*(func.json_type(attrs_col, _json_key_path(iri)).is_not(None) for iri in iris))
+
+
+def _json_key_path(iri: str) -> str:
+    escaped = iri.replace("\\", "\\\\").replace('"', '\\"')
+    return f'$."{escaped}"'

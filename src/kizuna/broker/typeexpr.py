@@ -1,0 +1,92 @@
+"""NGSI-LD entity type expressions: ``A,B`` or ``A|B`` (any), ``A;B`` (all), parentheses."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, or_
+
+from kizuna.broker.ngsild import check_name
+from kizuna.problems import bad_request
+
+_TOKEN = re.compile(r"\s*(?:([(),;|])|([^(),;|\s]+))")
+
+
+def compile_type_expression(
+    text: str,
+    expand: Callable[[str], str],
+    any_of: Callable[[Sequence[str]], Any],
+    all_of: Callable[[Sequence[str]], Any],
+) -> Any:
+    """A SQL condition for ``text``; ``any_of``/``all_of`` build the per-type conditions."""
+    tokens = _tokenize(text)
+    position = 0
+
+    def peek() -> str | None:
+        return tokens[position] if position < len(tokens) else None
+
+    def take() -> str:
+        nonlocal position
+        position += 1
+        return tokens[position - 1]
+
+    def disjunction() -> Any:
+        items = [conjunction()]
+        while peek() in (",", "|"):
+            take()
+            items.append(conjunction())
+        return items[0] if len(items) == 1 else ("or", items)
+
+    def conjunction() -> Any:
+        items = [atom()]
+        while peek() == ";":
+            take()
+            items.append(atom())
+        return items[0] if len(items) == 1 else ("and", items)
+
+    def atom() -> Any:
+        token = peek()
+        if token == "(":
+            take()
+            inner = disjunction()
+            if peek() != ")":
+                raise bad_request(f"Unbalanced parentheses in type expression {text!r}")
+            take()
+            return inner
+        if token is None or token in "),;|":
+            raise bad_request(f"Invalid type expression {text!r}")
+        return expand(check_name(take(), "Entity type"))
+
+    tree = disjunction()
+    if position != len(tokens):
+        raise bad_request(f"Invalid type expression {text!r}")
+    return _to_sql(tree, any_of, all_of)
+
+
+def _tokenize(text: str) -> list[str]:
+    tokens: list[str] = []
+    position = 0
+    text = text.strip()
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None:
+            raise bad_request(f"Invalid type expression {text!r}")
+        tokens.append(match.group(1) or match.group(2))
+        position = match.end()
+    if not tokens:
+        raise bad_request("Empty type expression")
+    return tokens
+
+
+def _to_sql(tree: Any, any_of: Callable[[Sequence[str]], Any], all_of: Callable[[Sequence[str]], Any]) -> Any:
+    if isinstance(tree, str):
+        return any_of([tree])
+    op, items = tree
+    if op == "or" and all(isinstance(i, str) for i in items):
+        return any_of(items)  # one IN (...) instead of many ORs
+    if op == "and" and all(isinstance(i, str) for i in items):
+        return all_of(items)
+    parts = [_to_sql(i, any_of, all_of) for i in items]
+    return or_(*parts) if op == "or" else and_(*parts)

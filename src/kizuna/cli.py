@@ -1,0 +1,118 @@
+"""The ``kizuna`` command: serve the platform, seed the demo region, manage the database."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from kizuna.settings import Settings, get_settings
+
+app = typer.Typer(help="Kizuna (絆) city OS", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance")
+users_app = typer.Typer(help="Users and API keys")
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+console = Console()
+
+
+def _serve(settings: Settings, workers: int) -> None:
+    # Workers re-read settings from the environment, so hand the effective URL on.
+    os.environ.setdefault("KIZUNA_DATABASE_URL", settings.effective_database_url())
+    uvicorn.run(
+        "kizuna.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Listen address (default KIZUNA_HOST or 127.0.0.1)"),
+    port: int = typer.Option(None, help="Port (default KIZUNA_PORT or 8000)"),
+    workers: int = typer.Option(None, help="Worker processes (default KIZUNA_WORKERS or 1)"),
+) -> None:
+    """Run the API and web UI. Migrations are applied on start."""
+    settings = get_settings()
+    if host:
+        settings.host = host
+    if port:
+        settings.port = port
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from kizuna.storage import create_engine_for, upgrade_to_head
+
+    upgrade_to_head(create_engine_for(settings.effective_database_url()))
+    _serve(settings, workers or settings.workers)
+
+
+@app.command()
+def demo(
+    serve_after: bool = typer.Option(True, "--serve/--no-serve", help="Serve once seeded"),
+    port: int = typer.Option(None, help="Port (default KIZUNA_PORT or 8000)"),
+) -> None:
+    """Create the 東播磨 demo region (four towns with sample data), then serve it."""
+    from kizuna.app import build_services
+    from kizuna.demo import seed
+
+    settings = get_settings()
+    if port:
+        settings.port = port
+    services = build_services(settings)
+    summary = seed(services, console)
+    console.print(summary)
+    if serve_after:
+        console.print(f"[bold green]http://{settings.host}:{settings.port}/[/] で公開中 (serving)")
+        _serve(settings, 1)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations."""
+    from kizuna.storage import create_engine_for, upgrade_to_head
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_to_head(create_engine_for(settings.effective_database_url()))
+    console.print("database is up to date")
+
+
+@users_app.command("create")
+def create_user(
+    username: str,
+    role: str = typer.Option(..., help="platform_admin, municipal_staff, service_provider, ..."),
+    tenant: list[str] = typer.Option([], help="Tenant(s) the user acts in"),
+    display_name: str = typer.Option(None),
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+) -> None:
+    """Create a user who signs in with a password."""
+    from kizuna.auth.service import Role, create_user as create
+    from kizuna.storage import create_engine_for, upgrade_to_head, writer
+
+    engine = create_engine_for(get_settings().effective_database_url())
+    upgrade_to_head(engine)
+    with writer(engine).begin() as conn:
+        create(conn, username, display_name or username, Role(role), password, tenant)
+    console.print(f"created {username} ({role})")
+
+
+@users_app.command("api-key")
+def create_api_key(
+    tenant: str,
+    label: str = typer.Option(..., help="What the key is for"),
+    write: bool = typer.Option(False, "--write", help="Allow writing (default read-only)"),
+) -> None:
+    """Create an API key for a machine; it is shown once."""
+    from kizuna.auth.service import create_api_key as create
+    from kizuna.storage import create_engine_for, upgrade_to_head, writer
+
+    engine = create_engine_for(get_settings().effective_database_url())
+    upgrade_to_head(engine)
+    with writer(engine).begin() as conn:
+        key = create(conn, tenant, write, label)
+    console.print(key)
