@@ -116,3 +116,7 @@ def create_api_key(
     with writer(engine).begin() as conn:
         key = create(conn, tenant, write, label)
     console.print(key)
+
+
+if __name__ == "__main__":
+    app()
