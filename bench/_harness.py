@@ -55,15 +55,18 @@ def kizuna_server(database_url: str, port: int, workers: int = 1) -> Iterator[li
         KIZUNA_WORKERS=str(workers),
         KIZUNA_DATA_DIR=tempfile.mkdtemp(prefix="kizuna-bench-"),
     )
-    log = open(Path(env["KIZUNA_DATA_DIR"]) / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "kizuna.cli", "serve"], env=env, stdout=log, stderr=log)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/health")
-        time.sleep(1.0 if workers > 1 else 0.2)
-        yield process_tree(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    log_path = Path(env["KIZUNA_DATA_DIR"]) / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kizuna.cli", "serve"], env=env, stdout=log, stderr=log
+        )
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}/health")
+            time.sleep(1.0 if workers > 1 else 0.2)
+            yield process_tree(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def wait_healthy(url: str, seconds: float = 60) -> None:
@@ -77,7 +80,9 @@ def wait_healthy(url: str, seconds: float = 60) -> None:
 
 
 def process_tree(pid: int) -> list[int]:
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    children = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True
+    ).stdout.split()
     return [pid, *(int(c) for c in children)]
 
 
@@ -103,10 +108,33 @@ def weather_entity(n: int, rng: random.Random) -> dict:
     return {
         "id": f"urn:ngsi-ld:WeatherObserved:bench:{n:07d}",
         "type": "WeatherObserved",
-        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [round(lon, 6), round(lat, 6)]}},
-        "temperature": {"type": "Property", "value": round(rng.uniform(-5, 38), 1), "unitCode": "CEL", "observedAt": observed},
-        "relativeHumidity": {"type": "Property", "value": round(rng.random(), 2), "unitCode": "P1", "observedAt": observed},
-        "windSpeed": {"type": "Property", "value": round(rng.uniform(0, 20), 1), "unitCode": "MTS", "observedAt": observed},
-        "atmosphericPressure": {"type": "Property", "value": round(rng.uniform(990, 1030), 1), "unitCode": "A97", "observedAt": observed},
+        "location": {
+            "type": "GeoProperty",
+            "value": {"type": "Point", "coordinates": [round(lon, 6), round(lat, 6)]},
+        },
+        "temperature": {
+            "type": "Property",
+            "value": round(rng.uniform(-5, 38), 1),
+            "unitCode": "CEL",
+            "observedAt": observed,
+        },
+        "relativeHumidity": {
+            "type": "Property",
+            "value": round(rng.random(), 2),
+            "unitCode": "P1",
+            "observedAt": observed,
+        },
+        "windSpeed": {
+            "type": "Property",
+            "value": round(rng.uniform(0, 20), 1),
+            "unitCode": "MTS",
+            "observedAt": observed,
+        },
+        "atmosphericPressure": {
+            "type": "Property",
+            "value": round(rng.uniform(990, 1030), 1),
+            "unitCode": "A97",
+            "observedAt": observed,
+        },
         "stationName": {"type": "Property", "value": f"観測点{n}"},
     }

@@ -27,7 +27,6 @@ from _harness import (  # noqa: E402
     schema_url,
     weather_entity,
 )
-
 from kizuna.app import build_services  # noqa: E402
 from kizuna.auth.service import SYSTEM  # noqa: E402
 from kizuna.settings import Settings  # noqa: E402
@@ -78,15 +77,28 @@ def main() -> None:
 
             def type_q() -> None:
                 low = round(rng.uniform(-5, 30), 1)
-                r = client.get("/entities", params={
-                    "type": "WeatherObserved", "q": f"temperature>{low};relativeHumidity<0.8", "limit": 100})
+                r = client.get(
+                    "/entities",
+                    params={
+                        "type": "WeatherObserved",
+                        "q": f"temperature>{low};relativeHumidity<0.8",
+                        "limit": 100,
+                    },
+                )
                 assert r.status_code == 200 and len(r.json()) == 100, r.text[:200]
 
             def near() -> None:
                 lon, lat = 134.70 + rng.random() * 0.3, 34.65 + rng.random() * 0.2
-                r = client.get("/entities", params={
-                    "type": "WeatherObserved", "georel": "near;maxDistance==300", "geometry": "Point",
-                    "coordinates": f"[{lon:.5f},{lat:.5f}]", "limit": 100})
+                r = client.get(
+                    "/entities",
+                    params={
+                        "type": "WeatherObserved",
+                        "georel": "near;maxDistance==300",
+                        "geometry": "Point",
+                        "coordinates": f"[{lon:.5f},{lat:.5f}]",
+                        "limit": 100,
+                    },
+                )
                 assert r.status_code == 200, r.text[:200]
 
             timed(type_q, 20)  # warm caches
@@ -95,15 +107,19 @@ def main() -> None:
             rss = max(rss_mb(p) for p in pids)
 
         with pg_connect(schema) as conn:
+
             def raw_q() -> None:
                 low = round(rng.uniform(-5, 30), 1)
                 conn.execute(
                     "SELECT id, attrs FROM broker_entities WHERE tenant='default' AND type=%s "
                     "AND (attrs->%s->0->'value')::numeric > %s AND (attrs->%s->0->'value')::numeric < 0.8 "
                     "ORDER BY pk LIMIT 100",
-                    ("https://uri.etsi.org/ngsi-ld/default-context/WeatherObserved",
-                     "https://uri.etsi.org/ngsi-ld/default-context/temperature", low,
-                     "https://uri.etsi.org/ngsi-ld/default-context/relativeHumidity"),
+                    (
+                        "https://uri.etsi.org/ngsi-ld/default-context/WeatherObserved",
+                        "https://uri.etsi.org/ngsi-ld/default-context/temperature",
+                        low,
+                        "https://uri.etsi.org/ngsi-ld/default-context/relativeHumidity",
+                    ),
                 ).fetchall()
 
             raw_ms = timed(raw_q, args.requests)
@@ -111,7 +127,9 @@ def main() -> None:
     def line(name: str, samples: list[float]) -> str:
         return f"{name}: p50 {percentile(samples, 50):.1f} ms, p99 {percentile(samples, 99):.1f} ms"
 
-    print(f"loaded {args.entities:,} entities in {load_seconds:.0f} s ({args.entities / load_seconds:,.0f}/s)")
+    print(
+        f"loaded {args.entities:,} entities in {load_seconds:.0f} s ({args.entities / load_seconds:,.0f}/s)"
+    )
     print(line("type + q over HTTP, limit 100", q_ms) + "  (goal p99 < 50 ms)")
     print(line("near;maxDistance==300 over HTTP, limit 100", near_ms) + "  (goal p99 < 50 ms)")
     print(line("raw SQL for the type + q query (baseline)", raw_ms))

@@ -36,10 +36,8 @@ from _harness import (  # noqa: E402
     pg_schema,
     rss_mb,
     schema_url,
-    wait_healthy,
     weather_entity,
 )
-
 from kizuna.broker.context import ContextStore  # noqa: E402
 from kizuna.broker.ngsild import expand_entity  # noqa: E402
 from kizuna.settings import Settings  # noqa: E402
@@ -84,9 +82,7 @@ def raw_insert(schema: str, chunks: list[list[dict]]) -> float:
             ]
         )
     with pg_connect(schema) as conn:
-        conn.execute(
-            "CREATE TABLE raw_entities (LIKE broker_entities INCLUDING ALL)"
-        )
+        conn.execute("CREATE TABLE raw_entities (LIKE broker_entities INCLUDING ALL)")
         conn.commit()
     started = time.perf_counter()
 
@@ -143,7 +139,9 @@ def run_wrk(port: int, count: int, seconds: int) -> float:
     script.write_text(WRK_SCRIPT.format(count=count))
     out = subprocess.run(
         ["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     errors = [line for line in out.splitlines() if "Non-2xx" in line or "errors" in line.lower()]
     if errors:
@@ -157,12 +155,26 @@ def run_wrk(port: int, count: int, seconds: int) -> float:
 def bare_endpoint_rate(schema: str, port: int, count: int, seconds: int, workers: int) -> float:
     folder = Path(tempfile.mkdtemp())
     (folder / "bare_app.py").write_text(BARE_APP)
-    env = {"BARE_DSN": f"host=127.0.0.1 user=postgres dbname=test options=-csearch_path={schema}",
-           "PATH": "/usr/bin:/bin"}
+    env = {
+        "BARE_DSN": f"host=127.0.0.1 user=postgres dbname=test options=-csearch_path={schema}",
+        "PATH": "/usr/bin:/bin",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), "--workers", str(workers),
-         "--no-access-log", "--log-level", "warning"],
-        cwd=folder, env=env,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_app:app",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=folder,
+        env=env,
     )
     try:
         time.sleep(2)
@@ -215,17 +227,25 @@ def main() -> None:
             stop.set()
             sampler.join()
         raw_seconds = raw_insert(schema, chunks)
-        bare_rate = bare_endpoint_rate(schema, args.port + 1, args.entities, args.seconds, args.workers)
+        bare_rate = bare_endpoint_rate(
+            schema, args.port + 1, args.entities, args.seconds, args.workers
+        )
 
     http_rate = args.entities / http_seconds
     raw_rate = args.entities / raw_seconds
-    print(f"batch upsert over HTTP: {http_rate:,.0f} entities/s ({http_seconds:.1f} s for {args.entities:,})")
+    print(
+        f"batch upsert over HTTP: {http_rate:,.0f} entities/s ({http_seconds:.1f} s for {args.entities:,})"
+    )
     print(f"raw psycopg insert of the same rows: {raw_rate:,.0f} rows/s")
     print(f"  ratio HTTP / raw = {http_rate / raw_rate:.2f}  (goal ≥ 0.5)")
-    print(f"attribute updates over HTTP, concurrency 16: {update_rate:,.0f} updates/s (goal ≥ 3,500)")
+    print(
+        f"attribute updates over HTTP, concurrency 16: {update_rate:,.0f} updates/s (goal ≥ 3,500)"
+    )
     print(f"bare endpoint doing the same UPDATE: {bare_rate:,.0f} updates/s")
     print(f"  ratio Kizuna / bare = {update_rate / bare_rate:.2f}")
-    print(f"RSS per process: idle {idle:.0f} MB, peak during the runs {peak:.0f} MB (goals < 150 / < 500)")
+    print(
+        f"RSS per process: idle {idle:.0f} MB, peak during the runs {peak:.0f} MB (goals < 150 / < 500)"
+    )
 
 
 if __name__ == "__main__":

@@ -64,12 +64,13 @@ def start_server(port: int, db: str, workdir: Path) -> tuple[subprocess.Popen, s
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
         env["KIZUNA_DATABASE_URL"] = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "kizuna.cli", "serve"],
-        env=env,
-        stdout=open(workdir / "server.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
+    with open(workdir / "server.log", "w") as log:  # the child keeps its own descriptor
+        server = subprocess.Popen(
+            [sys.executable, "-m", "kizuna.cli", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     for _ in range(100):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
@@ -95,7 +96,9 @@ def summarise(output_xml: Path) -> tuple[int, int, list[tuple[str, str, str]]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--suite", required=True, type=Path)
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--port", type=int, default=9090)
@@ -111,12 +114,19 @@ def main() -> None:
         base = f"http://127.0.0.1:{args.port}/ngsi-ld/v1"
         subprocess.run(
             [
-                str(python), "-m", "robot",
-                "--variable", f"url:{base}",
-                "--variable", f"temporal_api_url:{base}",
-                "--outputdir", str(out),
-                "--loglevel", "INFO",
-                "--consolewidth", "120",
+                str(python),
+                "-m",
+                "robot",
+                "--variable",
+                f"url:{base}",
+                "--variable",
+                f"temporal_api_url:{base}",
+                "--outputdir",
+                str(out),
+                "--loglevel",
+                "INFO",
+                "--consolewidth",
+                "120",
                 *args.selection,
             ],
             cwd=suite,
@@ -128,7 +138,9 @@ def main() -> None:
         if schema:
             import psycopg
 
-            with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as conn:
+            with psycopg.connect(
+                "host=127.0.0.1 user=postgres dbname=test", autocommit=True
+            ) as conn:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
     passed, failed, rows = summarise(out / "output.xml")
     for name, status, message in rows:
@@ -136,7 +148,9 @@ def main() -> None:
             print(f"{status}  {name}  {message}")
     total = passed + failed
     rate = 100 * passed / total if total else 0
-    print(f"conformance: {passed} passed, {failed} failed ({rate:.1f}% of {total}); reports in {out}")
+    print(
+        f"conformance: {passed} passed, {failed} failed ({rate:.1f}% of {total}); reports in {out}"
+    )
 
 
 if __name__ == "__main__":

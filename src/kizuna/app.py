@@ -54,7 +54,9 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
 
 
 def problem_response(problem: Problem) -> Response:
-    return Response(orjson.dumps(problem.body()), status_code=problem.status, media_type="application/json")
+    return Response(
+        orjson.dumps(problem.body()), status_code=problem.status, media_type="application/json"
+    )
 
 
 class BodySizeLimit:
@@ -69,7 +71,9 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         too_large = Problem(
-            413, "urn:kizuna:errors:PayloadTooLarge", "Payload too large",
+            413,
+            "urn:kizuna:errors:PayloadTooLarge",
+            "Payload too large",
             f"The request body exceeds {self.limit} bytes",
         )
         for name, value in scope.get("headers", []):

@@ -91,7 +91,8 @@ def create_user(
     password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
 ) -> None:
     """Create a user who signs in with a password."""
-    from kizuna.auth.service import Role, create_user as create
+    from kizuna.auth.service import Role
+    from kizuna.auth.service import create_user as create
     from kizuna.storage import create_engine_for, upgrade_to_head, writer
 
     engine = create_engine_for(get_settings().effective_database_url())

@@ -39,8 +39,11 @@ def oidc_key(tmp_path):
 @pytest.fixture
 def app(engine, tmp_path, town, oidc_key):
     settings = Settings(
-        data_dir=tmp_path, context_fetch_enabled=False, oidc_jwks_url=oidc_key[1],
-        oidc_issuer=ISSUER, oidc_audience="kizuna",
+        data_dir=tmp_path,
+        context_fetch_enabled=False,
+        oidc_jwks_url=oidc_key[1],
+        oidc_issuer=ISSUER,
+        oidc_audience="kizuna",
     )
     application = create_app(settings, engine)
     directory = application.state.services.tenants
@@ -62,21 +65,49 @@ def test_api_keys_are_scoped_to_tenant_and_access(app, town):
     read, write, other = _keys(app, town)
     entity = {"id": "urn:ngsi-ld:Meter:1", "type": "Meter", "kwh": {"type": "Property", "value": 1}}
     with TestClient(app, headers={"NGSILD-Tenant": town}) as client:
-        assert client.post(f"{BASE}/entities", json=entity, headers={"X-API-Key": write}).status_code == 201
+        assert (
+            client.post(f"{BASE}/entities", json=entity, headers={"X-API-Key": write}).status_code
+            == 201
+        )
         denied = client.post(f"{BASE}/entities", json=entity, headers={"X-API-Key": read})
         assert denied.status_code == 403 and denied.json()["title"]
-        ok = client.get(f"{BASE}/entities/urn:ngsi-ld:Meter:1", headers={"Authorization": f"Bearer {read}"})
+        ok = client.get(
+            f"{BASE}/entities/urn:ngsi-ld:Meter:1", headers={"Authorization": f"Bearer {read}"}
+        )
         assert ok.status_code == 200
-        assert client.get(f"{BASE}/entities/urn:ngsi-ld:Meter:1", headers={"X-API-Key": other}).status_code == 403
-        assert client.get(f"{BASE}/entities/urn:ngsi-ld:Meter:1", headers={"X-API-Key": "kzk_nope_nope"}).status_code == 401
-        assert client.get(f"{BASE}/entities/urn:ngsi-ld:Meter:1", headers={"Authorization": "Basic abc"}).status_code == 401
+        assert (
+            client.get(
+                f"{BASE}/entities/urn:ngsi-ld:Meter:1", headers={"X-API-Key": other}
+            ).status_code
+            == 403
+        )
+        assert (
+            client.get(
+                f"{BASE}/entities/urn:ngsi-ld:Meter:1", headers={"X-API-Key": "kzk_nope_nope"}
+            ).status_code
+            == 401
+        )
+        assert (
+            client.get(
+                f"{BASE}/entities/urn:ngsi-ld:Meter:1", headers={"Authorization": "Basic abc"}
+            ).status_code
+            == 401
+        )
 
 
 def test_anonymous_reads_only_open_data(app, town):
     _, write, _ = _keys(app, town)
     with TestClient(app, headers={"NGSILD-Tenant": town}) as client:
-        for entity in ({"id": "urn:ngsi-ld:AED:1", "type": "AED"}, {"id": "urn:ngsi-ld:Meter:2", "type": "Meter"}):
-            assert client.post(f"{BASE}/entities", json=entity, headers={"X-API-Key": write}).status_code == 201
+        for entity in (
+            {"id": "urn:ngsi-ld:AED:1", "type": "AED"},
+            {"id": "urn:ngsi-ld:Meter:2", "type": "Meter"},
+        ):
+            assert (
+                client.post(
+                    f"{BASE}/entities", json=entity, headers={"X-API-Key": write}
+                ).status_code
+                == 201
+            )
         assert client.get(f"{BASE}/entities/urn:ngsi-ld:AED:1").status_code == 200
         assert client.get(f"{BASE}/entities/urn:ngsi-ld:Meter:2").status_code == 404
         listed = client.get(f"{BASE}/entities", params={"type": "AED,Meter"}).json()
@@ -89,30 +120,67 @@ def test_anonymous_reads_only_open_data(app, town):
 
 def test_people_sign_in_for_a_bearer_token(app, town):
     with writer(app.state.services.engine).begin() as conn:
-        create_user(conn, f"staff-{town}", "DX推進課", Role.MUNICIPAL_STAFF, "correct horse", [town])
+        create_user(
+            conn, f"staff-{town}", "DX推進課", Role.MUNICIPAL_STAFF, "correct horse", [town]
+        )
         create_user(conn, f"resident-{town}", "住民", Role.RESIDENT, "battery staple", [town])
     with TestClient(app, headers={"NGSILD-Tenant": town}) as client:
-        assert client.post("/auth/token", json={"username": f"staff-{town}", "password": "wrong"}).status_code == 401
-        token = client.post("/auth/token", json={"username": f"staff-{town}", "password": "correct horse"}).json()
+        assert (
+            client.post(
+                "/auth/token", json={"username": f"staff-{town}", "password": "wrong"}
+            ).status_code
+            == 401
+        )
+        token = client.post(
+            "/auth/token", json={"username": f"staff-{town}", "password": "correct horse"}
+        ).json()
         staff = {"Authorization": f"Bearer {token['access_token']}"}
         assert client.get("/auth/me", headers=staff).json()["role"] == "municipal_staff"
-        created = client.post(f"{BASE}/entities", json={"id": "urn:ngsi-ld:Meter:3", "type": "Meter"}, headers=staff)
+        created = client.post(
+            f"{BASE}/entities", json={"id": "urn:ngsi-ld:Meter:3", "type": "Meter"}, headers=staff
+        )
         assert created.status_code == 201
         # Staff may issue API keys for their own town only.
-        assert client.post("/auth/api-keys", json={"tenant": town, "label": "x"}, headers=staff).status_code == 201
-        assert client.post("/auth/api-keys", json={"tenant": "default", "label": "x"}, headers=staff).status_code == 403
+        assert (
+            client.post(
+                "/auth/api-keys", json={"tenant": town, "label": "x"}, headers=staff
+            ).status_code
+            == 201
+        )
+        assert (
+            client.post(
+                "/auth/api-keys", json={"tenant": "default", "label": "x"}, headers=staff
+            ).status_code
+            == 403
+        )
 
-        resident = client.post("/auth/token", json={"username": f"resident-{town}", "password": "battery staple"}).json()
+        resident = client.post(
+            "/auth/token", json={"username": f"resident-{town}", "password": "battery staple"}
+        ).json()
         as_resident = {"Authorization": f"Bearer {resident['access_token']}"}
-        assert client.get(f"{BASE}/entities/urn:ngsi-ld:Meter:3", headers=as_resident).status_code == 200
-        write = client.post(f"{BASE}/entities", json={"id": "urn:ngsi-ld:Meter:4", "type": "Meter"}, headers=as_resident)
+        assert (
+            client.get(f"{BASE}/entities/urn:ngsi-ld:Meter:3", headers=as_resident).status_code
+            == 200
+        )
+        write = client.post(
+            f"{BASE}/entities",
+            json={"id": "urn:ngsi-ld:Meter:4", "type": "Meter"},
+            headers=as_resident,
+        )
         assert write.status_code == 403
 
 
 def _jwt(key, **claims) -> str:
     now = int(time.time())
-    payload = {"iss": ISSUER, "aud": "kizuna", "iat": now, "exp": now + 300, "sub": "u1",
-               "preferred_username": "tanaka", **claims}
+    payload = {
+        "iss": ISSUER,
+        "aud": "kizuna",
+        "iat": now,
+        "exp": now + 300,
+        "sub": "u1",
+        "preferred_username": "tanaka",
+        **claims,
+    }
     return jwt.encode(payload, key, algorithm="RS256", headers={"kid": "test-key"})
 
 
@@ -122,16 +190,40 @@ def test_oidc_tokens_from_the_configured_jwks(app, town, oidc_key):
     with TestClient(app, headers={"NGSILD-Tenant": town}) as client:
         bearer = {"Authorization": f"Bearer {staff}"}
         assert client.get("/auth/me", headers=bearer).json()["subject"] == "oidc:tanaka"
-        assert client.post(f"{BASE}/entities", json={"id": "urn:ngsi-ld:Meter:5", "type": "Meter"}, headers=bearer).status_code == 201
-        elsewhere = client.get(f"{BASE}/entities/urn:ngsi-ld:Meter:5", headers={**bearer, "NGSILD-Tenant": "default"})
+        assert (
+            client.post(
+                f"{BASE}/entities",
+                json={"id": "urn:ngsi-ld:Meter:5", "type": "Meter"},
+                headers=bearer,
+            ).status_code
+            == 201
+        )
+        elsewhere = client.get(
+            f"{BASE}/entities/urn:ngsi-ld:Meter:5", headers={**bearer, "NGSILD-Tenant": "default"}
+        )
         assert elsewhere.status_code == 403
 
         expired = _jwt(key, realm_access={"roles": ["municipal_staff"]}, exp=int(time.time()) - 10)
-        assert client.get("/auth/me", headers={"Authorization": f"Bearer {expired}"}).status_code == 401
+        assert (
+            client.get("/auth/me", headers={"Authorization": f"Bearer {expired}"}).status_code
+            == 401
+        )
         wrong_audience = _jwt(key, aud="another-app", realm_access={"roles": ["municipal_staff"]})
-        assert client.get("/auth/me", headers={"Authorization": f"Bearer {wrong_audience}"}).status_code == 401
-        forged = _jwt(rsa.generate_private_key(public_exponent=65537, key_size=2048),
-                      realm_access={"roles": ["platform_admin"]})
-        assert client.get("/auth/me", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+        assert (
+            client.get(
+                "/auth/me", headers={"Authorization": f"Bearer {wrong_audience}"}
+            ).status_code
+            == 401
+        )
+        forged = _jwt(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            realm_access={"roles": ["platform_admin"]},
+        )
+        assert (
+            client.get("/auth/me", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+        )
         no_role = _jwt(key, realm_access={"roles": ["offline_access"]})
-        assert client.get("/auth/me", headers={"Authorization": f"Bearer {no_role}"}).status_code == 403
+        assert (
+            client.get("/auth/me", headers={"Authorization": f"Bearer {no_role}"}).status_code
+            == 403
+        )

@@ -15,9 +15,15 @@ def shelter(n: int, **extra) -> dict:
     return {
         "id": f"urn:ngsi-ld:EvacuationShelter:{n:03d}",
         "type": "EvacuationShelter",
-        "name": {"type": "LanguageProperty", "languageMap": {"ja": f"避難所{n}", "en": f"Shelter {n}"}},
+        "name": {
+            "type": "LanguageProperty",
+            "languageMap": {"ja": f"避難所{n}", "en": f"Shelter {n}"},
+        },
         "capacity": {"type": "Property", "value": 100 * n, "unitCode": "IE"},
-        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [134.79, 34.76]}},
+        "location": {
+            "type": "GeoProperty",
+            "value": {"type": "Point", "coordinates": [134.79, 34.76]},
+        },
         **extra,
     }
 
@@ -61,7 +67,10 @@ def test_representations(client):
     lang = client.get(url, params={"lang": "en"}).json()
     assert lang["name"] == {"type": "Property", "value": "Shelter 2", "lang": "en"}
     picked = client.get(url, params={"pick": "id,capacity"}).json()
-    assert picked == {"id": "urn:ngsi-ld:EvacuationShelter:002", "capacity": {"type": "Property", "value": 200, "unitCode": "IE"}}
+    assert picked == {
+        "id": "urn:ngsi-ld:EvacuationShelter:002",
+        "capacity": {"type": "Property", "value": 200, "unitCode": "IE"},
+    }
     omitted = client.get(url, params={"omit": "name,location"}).json()
     assert set(omitted) == {"id", "type", "capacity"}
     assert client.get(url, params={"options": "keyValues,concise"}).status_code == 400
@@ -76,13 +85,16 @@ def test_context_from_link_header_and_body(client):
         "@context": [SUITE_CONTEXT],
     }
     assert client.post(f"{BASE}/entities", json=body, headers=LD).status_code == 201
-    link = f'<{SUITE_CONTEXT}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+    link = (
+        f'<{SUITE_CONTEXT}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+    )
     with_ctx = client.get(f"{BASE}/entities/urn:ngsi-ld:Building:ctx1", headers={"Link": link})
     assert with_ctx.json()["type"] == "Building"
     without = client.get(f"{BASE}/entities/urn:ngsi-ld:Building:ctx1").json()
     assert without["type"] == "https://ngsi-ld-test-suite/context#Building"
     as_ld = client.get(
-        f"{BASE}/entities/urn:ngsi-ld:Building:ctx1", headers={"Link": link, "Accept": "application/ld+json"}
+        f"{BASE}/entities/urn:ngsi-ld:Building:ctx1",
+        headers={"Link": link, "Accept": "application/ld+json"},
     )
     assert as_ld.headers["content-type"].startswith("application/ld+json")
     assert as_ld.json()["@context"] == SUITE_CONTEXT
@@ -99,13 +111,17 @@ def test_attribute_operations(client):
     r = client.post(f"{url}/attrs", json={"open": {"type": "Property", "value": True}})
     assert r.status_code == 204
     r = client.post(
-        f"{url}/attrs", params={"options": "noOverwrite"}, json={"capacity": {"type": "Property", "value": 1}}
+        f"{url}/attrs",
+        params={"options": "noOverwrite"},
+        json={"capacity": {"type": "Property", "value": 1}},
     )
     assert r.status_code == 207
     assert r.json()["notUpdated"][0]["attributeName"] == "capacity"
     assert client.get(url, params={"options": "keyValues"}).json()["capacity"] == 300
 
-    r = client.patch(f"{url}/attrs", json={"capacity": {"type": "Property", "value": 350}, "ghost": {"value": 1}})
+    r = client.patch(
+        f"{url}/attrs", json={"capacity": {"type": "Property", "value": 350}, "ghost": {"value": 1}}
+    )
     assert r.status_code == 207 and r.json()["updated"] == ["capacity"]
     r = client.patch(f"{url}/attrs/capacity", json={"value": 360})
     assert r.status_code == 204
@@ -119,14 +135,19 @@ def test_attribute_operations(client):
 
 
 def test_dataset_instances(client):
-    body = shelter(4, temperature=[
-        {"type": "Property", "value": 20},
-        {"type": "Property", "value": 21, "datasetId": "urn:ngsi-ld:Dataset:sensorB"},
-    ])
+    body = shelter(
+        4,
+        temperature=[
+            {"type": "Property", "value": 20},
+            {"type": "Property", "value": 21, "datasetId": "urn:ngsi-ld:Dataset:sensorB"},
+        ],
+    )
     assert client.post(f"{BASE}/entities", json=body).status_code == 201
     url = f"{BASE}/entities/urn:ngsi-ld:EvacuationShelter:004"
     assert len(client.get(url).json()["temperature"]) == 2
-    r = client.delete(f"{url}/attrs/temperature", params={"datasetId": "urn:ngsi-ld:Dataset:sensorB"})
+    r = client.delete(
+        f"{url}/attrs/temperature", params={"datasetId": "urn:ngsi-ld:Dataset:sensorB"}
+    )
     assert r.status_code == 204
     assert client.get(url).json()["temperature"] == {"type": "Property", "value": 20}
 
@@ -136,7 +157,11 @@ def test_merge_patch_deletes_with_ngsi_ld_null(client):
     url = f"{BASE}/entities/urn:ngsi-ld:EvacuationShelter:005"
     r = client.patch(
         url,
-        json={"capacity": {"value": 555}, "name": "urn:ngsi-ld:null", "manager": {"object": "urn:ngsi-ld:Person:1"}},
+        json={
+            "capacity": {"value": 555},
+            "name": "urn:ngsi-ld:null",
+            "manager": {"object": "urn:ngsi-ld:Person:1"},
+        },
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert r.status_code == 204, r.text
@@ -164,26 +189,46 @@ def test_batch_operations_report_per_entity(client):
 
     r = client.post(
         f"{BASE}/entityOperations/update",
-        json=[{"id": "urn:ngsi-ld:EvacuationShelter:011", "capacity": {"type": "Property", "value": 9}},
-              {"id": "urn:ngsi-ld:EvacuationShelter:999", "capacity": {"type": "Property", "value": 9}}],
+        json=[
+            {
+                "id": "urn:ngsi-ld:EvacuationShelter:011",
+                "capacity": {"type": "Property", "value": 9},
+            },
+            {
+                "id": "urn:ngsi-ld:EvacuationShelter:999",
+                "capacity": {"type": "Property", "value": 9},
+            },
+        ],
     )
     assert r.status_code == 207 and r.json()["success"] == ["urn:ngsi-ld:EvacuationShelter:011"]
 
     r = client.post(
         f"{BASE}/entityOperations/merge",
-        json=[{"id": "urn:ngsi-ld:EvacuationShelter:012", "type": "EvacuationShelter", "capacity": {"value": 8}}],
+        json=[
+            {
+                "id": "urn:ngsi-ld:EvacuationShelter:012",
+                "type": "EvacuationShelter",
+                "capacity": {"value": 8},
+            }
+        ],
     )
     assert r.status_code == 204
-    got = client.get(f"{BASE}/entities/urn:ngsi-ld:EvacuationShelter:012", params={"options": "keyValues"})
+    got = client.get(
+        f"{BASE}/entities/urn:ngsi-ld:EvacuationShelter:012", params={"options": "keyValues"}
+    )
     assert got.json()["capacity"] == 8
 
-    r = client.post(f"{BASE}/entityOperations/delete", json=["urn:ngsi-ld:EvacuationShelter:013", "urn:x:none"])
+    r = client.post(
+        f"{BASE}/entityOperations/delete", json=["urn:ngsi-ld:EvacuationShelter:013", "urn:x:none"]
+    )
     assert r.status_code == 207 and r.json()["success"] == ["urn:ngsi-ld:EvacuationShelter:013"]
 
 
 def test_query_filters_and_pagination(client):
     items = [shelter(n, level={"type": "Property", "value": n % 3}) for n in range(1, 26)]
-    items.append({"id": "urn:ngsi-ld:AED:1", "type": "AED", "level": {"type": "Property", "value": 2}})
+    items.append(
+        {"id": "urn:ngsi-ld:AED:1", "type": "AED", "level": {"type": "Property", "value": 2}}
+    )
     assert client.post(f"{BASE}/entityOperations/create", json=items).status_code == 201
 
     def ids(**params):
@@ -195,14 +240,19 @@ def test_query_filters_and_pagination(client):
     assert len(ids(type="EvacuationShelter,AED")) == 26
     assert ids(type="EvacuationShelter;AED") == []
     assert ids(id="urn:ngsi-ld:AED:1,urn:ngsi-ld:EvacuationShelter:002") == [
-        "urn:ngsi-ld:EvacuationShelter:002", "urn:ngsi-ld:AED:1"]
+        "urn:ngsi-ld:EvacuationShelter:002",
+        "urn:ngsi-ld:AED:1",
+    ]
     assert len(ids(idPattern="^urn:ngsi-ld:EvacuationShelter:00[1-3]$")) == 3
     assert len(ids(type="EvacuationShelter", q="level==2")) == 8
     assert len(ids(q="level==2")) == 9
     assert len(ids(type="EvacuationShelter", q="capacity>=2000;level!=0")) == 4
     assert len(ids(attrs="level", type="AED")) == 1
 
-    page = client.get(f"{BASE}/entities", params={"type": "EvacuationShelter", "limit": 10, "offset": 10, "count": "true"})
+    page = client.get(
+        f"{BASE}/entities",
+        params={"type": "EvacuationShelter", "limit": 10, "offset": 10, "count": "true"},
+    )
     assert page.headers["NGSILD-Results-Count"] == "25"
     assert 'rel="next"' in page.headers["link"] and 'rel="prev"' in page.headers["link"]
     assert len(page.json()) == 10
@@ -225,24 +275,37 @@ def test_geo_query(client):
     client.post(f"{BASE}/entityOperations/create", json=[near, far])
     r = client.get(
         f"{BASE}/entities",
-        params={"type": "EvacuationShelter", "georel": "near;maxDistance==2000",
-                "geometry": "Point", "coordinates": "[134.791,34.761]"},
+        params={
+            "type": "EvacuationShelter",
+            "georel": "near;maxDistance==2000",
+            "geometry": "Point",
+            "coordinates": "[134.791,34.761]",
+        },
     )
     assert r.status_code == 200, r.text
     assert [e["id"] for e in r.json()] == ["urn:ngsi-ld:EvacuationShelter:001"]
     r = client.get(
         f"{BASE}/entities",
-        params={"type": "EvacuationShelter", "georel": "within", "geometry": "Polygon",
-                "coordinates": "[[[135,34],[136,34],[136,35],[135,35],[135,34]]]"},
+        params={
+            "type": "EvacuationShelter",
+            "georel": "within",
+            "geometry": "Polygon",
+            "coordinates": "[[[135,34],[136,34],[136,35],[135,35],[135,34]]]",
+        },
     )
     assert [e["id"] for e in r.json()] == ["urn:ngsi-ld:EvacuationShelter:002"]
-    bad = client.get(f"{BASE}/entities", params={"type": "X", "georel": "near", "geometry": "Point",
-                                                  "coordinates": "[1,2]"})
+    bad = client.get(
+        f"{BASE}/entities",
+        params={"type": "X", "georel": "near", "geometry": "Point", "coordinates": "[1,2]"},
+    )
     assert bad.status_code == 400
 
 
 def test_discovery(client):
-    client.post(f"{BASE}/entityOperations/create", json=[shelter(1), {"id": "urn:ngsi-ld:AED:1", "type": "AED"}])
+    client.post(
+        f"{BASE}/entityOperations/create",
+        json=[shelter(1), {"id": "urn:ngsi-ld:AED:1", "type": "AED"}],
+    )
     assert sorted(client.get(f"{BASE}/types").json()["typeList"]) == ["AED", "EvacuationShelter"]
     info = client.get(f"{BASE}/types/EvacuationShelter").json()
     assert info["entityCount"] == 1 and info["typeName"] == "EvacuationShelter"
@@ -259,12 +322,26 @@ def test_discovery(client):
         (b'{"id": "no uri", "type": "T"}', {"Content-Type": "application/json"}, 400),
         (b'{"id": "urn:a:b", "type": "T"}', {"Content-Type": "text/plain"}, 415),
         (b'{"id": "urn:a:b"}', {"Content-Type": "application/json"}, 400),
-        (b'{"id": "urn:a:b", "type": "T", "p": {"type": "Property"}}', {"Content-Type": "application/json"}, 400),
-        (b'{"id": "urn:a:b", "type": "T", "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [999, 1]}}}',
-         {"Content-Type": "application/json"}, 400),
-        (b'{"id": "urn:a:b", "type": "T", "@context": "http://127.0.0.1:9/nowhere.jsonld"}',
-         {"Content-Type": "application/ld+json"}, 503),
-        (b'{"id": "urn:a:b", "type": "T", "big": "' + b"x" * 70_000 + b'"}', {"Content-Type": "application/json"}, 413),
+        (
+            b'{"id": "urn:a:b", "type": "T", "p": {"type": "Property"}}',
+            {"Content-Type": "application/json"},
+            400,
+        ),
+        (
+            b'{"id": "urn:a:b", "type": "T", "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [999, 1]}}}',
+            {"Content-Type": "application/json"},
+            400,
+        ),
+        (
+            b'{"id": "urn:a:b", "type": "T", "@context": "http://127.0.0.1:9/nowhere.jsonld"}',
+            {"Content-Type": "application/ld+json"},
+            503,
+        ),
+        (
+            b'{"id": "urn:a:b", "type": "T", "big": "' + b"x" * 70_000 + b'"}',
+            {"Content-Type": "application/json"},
+            413,
+        ),
     ],
 )
 def test_bad_input_is_refused_and_writes_nothing(client, body, headers, status):

@@ -17,7 +17,13 @@ from kizuna.tenancy.deps import CurrentPrincipal
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 # Roles a municipal staff member may hand out within their own municipality.
-_STAFF_GRANTABLE = {Role.MUNICIPAL_STAFF, Role.SERVICE_PROVIDER, Role.DEVICE, Role.MERCHANT, Role.RESIDENT}
+_STAFF_GRANTABLE = {
+    Role.MUNICIPAL_STAFF,
+    Role.SERVICE_PROVIDER,
+    Role.DEVICE,
+    Role.MERCHANT,
+    Role.RESIDENT,
+}
 
 
 class TokenRequest(BaseModel):
@@ -77,7 +83,9 @@ def me(principal: CurrentPrincipal) -> dict[str, Any]:
 
 
 @router.post("/api-keys", status_code=201)
-def create_api_key(request: Request, principal: CurrentPrincipal, body: ApiKeyCreate) -> dict[str, Any]:
+def create_api_key(
+    request: Request, principal: CurrentPrincipal, body: ApiKeyCreate
+) -> dict[str, Any]:
     _require_manager(principal, [body.tenant])
     with writer(_engine(request)).begin() as conn:
         key = service.create_api_key(conn, body.tenant, body.can_write, body.label)

@@ -248,7 +248,9 @@ def create_user(
     return user_id
 
 
-def issue_token(conn: Connection, username: str, password: str, ttl: timedelta) -> tuple[str, datetime]:
+def issue_token(
+    conn: Connection, username: str, password: str, ttl: timedelta
+) -> tuple[str, datetime]:
     row = conn.execute(select(users).where(users.c.username == username)).first()
     ok = False
     if row is not None and row.active and row.password_hash:

@@ -34,8 +34,10 @@ from kizuna.storage import writer
 
 CORE_CONTEXT_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
 CORE_CONTEXT_URLS = frozenset(
-    [f"https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context{v}.jsonld" for v in
-     ("", "-v1.3", "-v1.4", "-v1.5", "-v1.6", "-v1.7", "-v1.8")]
+    [
+        f"https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context{v}.jsonld"
+        for v in ("", "-v1.3", "-v1.4", "-v1.5", "-v1.6", "-v1.7", "-v1.8")
+    ]
 )
 NGSI_LD = "https://uri.etsi.org/ngsi-ld/"
 DEFAULT_VOCAB = "https://uri.etsi.org/ngsi-ld/default-context/"
@@ -93,13 +95,13 @@ class TermMap:
         if iri in self._reverse:
             return self._reverse[iri]
         if self.vocab and iri.startswith(self.vocab):
-            suffix = iri[len(self.vocab):]
+            suffix = iri[len(self.vocab) :]
             if suffix and ":" not in suffix and suffix not in self.terms:
                 return suffix
         best = iri
         for prefix, base in self.prefixes.items():
             if iri.startswith(base) and len(iri) > len(base):
-                candidate = f"{prefix}:{iri[len(base):]}"
+                candidate = f"{prefix}:{iri[len(base) :]}"
                 if len(candidate) < len(best):
                     best = candidate
         return best
@@ -222,7 +224,9 @@ class ContextStore:
 
     def listing(self, kind: str | None) -> list[dict[str, Any]]:
         with self._engine.connect() as conn:
-            rows = conn.execute(select(contexts.c.url, contexts.c.kind, contexts.c.created_at)).all()
+            rows = conn.execute(
+                select(contexts.c.url, contexts.c.kind, contexts.c.created_at)
+            ).all()
         items = [
             {"url": r.url, "kind": r.kind.capitalize(), "createdAt": r.created_at} for r in rows
         ]
@@ -264,4 +268,3 @@ def _find_problem(exc: BaseException) -> Problem | None:
         current = getattr(current, "cause", None) or nested or current.__cause__
         seen += 1
     return None
-

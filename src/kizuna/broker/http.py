@@ -17,7 +17,7 @@ JSON_LD = "application/ld+json"
 GEO_JSON = "application/geo+json"
 MERGE_PATCH = "application/merge-patch+json"
 CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
-_LINK = re.compile(r'<([^>]*)>\s*((?:;\s*[^;,]+)*)')
+_LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
 _FORMATS = ("normalized", "concise", "keyValues")
 
 
@@ -81,6 +81,7 @@ def term_map_for_body(contexts: ContextStore, request: Request, body: Any) -> Te
 def term_map_of_item(contexts: ContextStore, request: Request) -> Any:
     """For batches: each application/ld+json entity carries its own @context."""
     if media_type(request.headers.get("content-type")) == JSON_LD:
+
         def of(item: Any) -> TermMap:
             if not isinstance(item, dict) or "@context" not in item:
                 raise bad_request("An application/ld+json entity must carry its @context")
@@ -111,14 +112,21 @@ def accepted(request: Request) -> str:
                 except ValueError:
                     q = 0.0
         choice = {
-            JSON: JSON, JSON_LD: JSON_LD, GEO_JSON: GEO_JSON, "*/*": JSON,
+            JSON: JSON,
+            JSON_LD: JSON_LD,
+            GEO_JSON: GEO_JSON,
+            "*/*": JSON,
             "application/*": JSON,
         }.get(kind)
         if choice and q > best_q:
             best, best_q = choice, q
     if best is None:
-        raise Problem(406, "urn:kizuna:errors:NotAcceptable", "Not acceptable",
-                      "Accept application/json, application/ld+json or application/geo+json")
+        raise Problem(
+            406,
+            "urn:kizuna:errors:NotAcceptable",
+            "Not acceptable",
+            "Accept application/json, application/ld+json or application/geo+json",
+        )
     return best
 
 

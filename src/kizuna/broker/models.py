@@ -49,7 +49,9 @@ entity_types = Table(
     metadata,
     Column("tenant", String(64), primary_key=True),
     Column("type", String(1024), primary_key=True),
-    Column("entity_pk", _PK, ForeignKey("broker_entities.pk", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "entity_pk", _PK, ForeignKey("broker_entities.pk", ondelete="CASCADE"), primary_key=True
+    ),
     Index("ix_broker_entity_types_entity_pk", "entity_pk"),
 )
 

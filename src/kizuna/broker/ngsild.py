@@ -19,13 +19,29 @@ from kizuna.problems import Problem, bad_request
 # Keys of an attribute instance that are NGSI-LD core members, not sub-attributes.
 INSTANCE_KEYS = frozenset(
     {
-        "type", "value", "object", "objectList", "languageMap", "valueList", "vocab", "json",
-        "observedAt", "unitCode", "datasetId", "createdAt", "modifiedAt", "deletedAt",
-        "objectType", "instanceId", "lang",
+        "type",
+        "value",
+        "object",
+        "objectList",
+        "languageMap",
+        "valueList",
+        "vocab",
+        "json",
+        "observedAt",
+        "unitCode",
+        "datasetId",
+        "createdAt",
+        "modifiedAt",
+        "deletedAt",
+        "objectType",
+        "instanceId",
+        "lang",
     }
 )
 SYSTEM_KEYS = ("createdAt", "modifiedAt", "deletedAt")
-ENTITY_RESERVED = frozenset({"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt"})
+ENTITY_RESERVED = frozenset(
+    {"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt"}
+)
 GEO_ATTRIBUTES = frozenset(
     {
         "https://uri.etsi.org/ngsi-ld/location",
@@ -35,13 +51,26 @@ GEO_ATTRIBUTES = frozenset(
 )
 ATTRIBUTE_TYPES = frozenset(
     {
-        "Property", "Relationship", "GeoProperty", "LanguageProperty", "ListProperty",
-        "ListRelationship", "VocabProperty", "JsonProperty",
+        "Property",
+        "Relationship",
+        "GeoProperty",
+        "LanguageProperty",
+        "ListProperty",
+        "ListRelationship",
+        "VocabProperty",
+        "JsonProperty",
     }
 )
 GEOJSON_TYPES = frozenset(
-    {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
-     "GeometryCollection"}
+    {
+        "Point",
+        "MultiPoint",
+        "LineString",
+        "MultiLineString",
+        "Polygon",
+        "MultiPolygon",
+        "GeometryCollection",
+    }
 )
 # Marks an attribute for deletion in merge-patch (NGSI-LD's "urn:ngsi-ld:null").
 NGSI_LD_NULL = "urn:ngsi-ld:null"
@@ -107,9 +136,7 @@ def expand_entity(body: Any, tm: TermMap, now: str, *, require_type: bool = True
     else:
         types = expand_types(raw_types, tm)
     scopes = _scopes(body.get("scope")) if "scope" in body else None
-    attrs = expand_attributes(
-        {k: v for k, v in body.items() if k not in ENTITY_RESERVED}, tm, now
-    )
+    attrs = expand_attributes({k: v for k, v in body.items() if k not in ENTITY_RESERVED}, tm, now)
     return Entity(entity_id, types, scopes, attrs)
 
 
@@ -163,10 +190,12 @@ def _is_null(raw: Any) -> bool:
     )
 
 
-def _instances(
-    iri: str, raw: Any, tm: TermMap, now: str, allow_null: bool
-) -> list[dict[str, Any]]:
-    if isinstance(raw, list) and raw and all(isinstance(i, dict) and _looks_like_instance(i) for i in raw):
+def _instances(iri: str, raw: Any, tm: TermMap, now: str, allow_null: bool) -> list[dict[str, Any]]:
+    if (
+        isinstance(raw, list)
+        and raw
+        and all(isinstance(i, dict) and _looks_like_instance(i) for i in raw)
+    ):
         instances = [_instance(iri, item, tm, now, allow_null) for item in raw]
     else:
         instances = [_instance(iri, raw, tm, now, allow_null)]
@@ -181,8 +210,19 @@ def _instances(
 
 
 def _looks_like_instance(item: dict[str, Any]) -> bool:
-    return any(k in item for k in ("type", "value", "object", "languageMap", "valueList",
-                                   "objectList", "vocab", "json"))
+    return any(
+        k in item
+        for k in (
+            "type",
+            "value",
+            "object",
+            "languageMap",
+            "valueList",
+            "objectList",
+            "vocab",
+            "json",
+        )
+    )
 
 
 def _instance(iri: str, raw: Any, tm: TermMap, now: str, allow_null: bool) -> dict[str, Any]:
@@ -207,7 +247,16 @@ def _instance(iri: str, raw: Any, tm: TermMap, now: str, allow_null: bool) -> di
     out: dict[str, Any] = {"type": kind}
     _core_value(iri, kind, raw, out, tm)
     for key, item in raw.items():
-        if key in ("type", "value", "object", "objectList", "languageMap", "valueList", "vocab", "json"):
+        if key in (
+            "type",
+            "value",
+            "object",
+            "objectList",
+            "languageMap",
+            "valueList",
+            "vocab",
+            "json",
+        ):
             continue
         if key in SYSTEM_KEYS or key == "instanceId":
             continue  # system-generated; clients cannot set them
@@ -238,9 +287,13 @@ def _instance(iri: str, raw: Any, tm: TermMap, now: str, allow_null: bool) -> di
 
 def _infer_kind(raw: dict[str, Any]) -> str | None:
     for key, kind in (
-        ("value", "Property"), ("object", "Relationship"), ("languageMap", "LanguageProperty"),
-        ("valueList", "ListProperty"), ("objectList", "ListRelationship"),
-        ("vocab", "VocabProperty"), ("json", "JsonProperty"),
+        ("value", "Property"),
+        ("object", "Relationship"),
+        ("languageMap", "LanguageProperty"),
+        ("valueList", "ListProperty"),
+        ("objectList", "ListRelationship"),
+        ("vocab", "VocabProperty"),
+        ("json", "JsonProperty"),
     ):
         if key in raw:
             return kind

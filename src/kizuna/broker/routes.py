@@ -42,7 +42,9 @@ def _request_tm(request: Request) -> TermMap:
     return _broker(request).contexts.term_map(context_link(request))
 
 
-def _no_content(request: Request, status: int = 204, headers: dict[str, str] | None = None) -> Response:
+def _no_content(
+    request: Request, status: int = 204, headers: dict[str, str] | None = None
+) -> Response:
     out = dict(headers or {})
     if request.headers.get("ngsild-tenant"):
         out["NGSILD-Tenant"] = request.headers["ngsild-tenant"]
@@ -93,7 +95,9 @@ async def query_entities_post(request: Request, scope: ReadScope) -> Response:
     if attrs is not None:
         if not isinstance(attrs, list):
             raise bad_request("attrs must be an array of attribute names")
-        how = type(how)(**{**how.__dict__, "attrs": frozenset(tm.expand(check_name(a)) for a in attrs)})
+        how = type(how)(
+            **{**how.__dict__, "attrs": frozenset(tm.expand(check_name(a)) for a in attrs)}
+        )
     if isinstance(body.get("lang"), str):
         how = type(how)(**{**how.__dict__, "lang": body["lang"]})
     return _query_response(request, scope, tm, query, how)
@@ -109,7 +113,9 @@ def _query_response(request: Request, scope: Any, tm: TermMap, query: Query, how
         headers["Link"] = links
     body: Any = result.entities
     if accepted(request) == GEO_JSON:
-        body = _feature_collection(result.entities, query.geo.geoproperty if query.geo else "location")
+        body = _feature_collection(
+            result.entities, query.geo.geoproperty if query.geo else "location"
+        )
     return json_response(request, body, tm, headers=headers)
 
 
@@ -118,9 +124,13 @@ def _page_links(request: Request, query: Query, returned: int, total: int | None
     url = request.url
     if query.offset > 0:
         prev_offset = max(0, query.offset - query.limit)
-        links.append(f'<{url.include_query_params(offset=prev_offset, limit=query.limit)}>; rel="prev"')
+        links.append(
+            f'<{url.include_query_params(offset=prev_offset, limit=query.limit)}>; rel="prev"'
+        )
     has_more = (
-        total > query.offset + returned if total is not None else returned == query.limit and returned > 0
+        total > query.offset + returned
+        if total is not None
+        else returned == query.limit and returned > 0
     )
     if has_more:
         links.append(
@@ -150,7 +160,9 @@ def _paging(request: Request) -> tuple[int, int, bool]:
     count = (params.get("count") or "false").lower() == "true"
     if limit > settings.max_page_limit:
         raise Problem(
-            403, "TooManyResults", "Too many results",
+            403,
+            "TooManyResults",
+            "Too many results",
             f"limit must be at most {settings.max_page_limit}",
         )
     if limit == 0 and not count:
@@ -177,7 +189,9 @@ def _query_from_params(request: Request, tm: TermMap) -> Query:
     for entity_id in ids or []:
         check_uri(entity_id, "Entity id")
     geo_query = geo.parse_geo_query(
-        params.get("georel"), params.get("geometry"), params.get("coordinates"),
+        params.get("georel"),
+        params.get("geometry"),
+        params.get("coordinates"),
         params.get("geoproperty"),
     )
     query = Query(
@@ -194,7 +208,15 @@ def _query_from_params(request: Request, tm: TermMap) -> Query:
     )
     local = (params.get("local") or "").lower() == "true"
     if not local and not any(
-        (query.ids, query.id_pattern, query.type_expression, query.attrs, query.q, query.geo, query.scope_q)
+        (
+            query.ids,
+            query.id_pattern,
+            query.type_expression,
+            query.attrs,
+            query.q,
+            query.geo,
+            query.scope_q,
+        )
     ):
         raise bad_request("Give at least one of type, id, idPattern, attrs, q, geo-query or scopeQ")
     return query
@@ -220,7 +242,10 @@ def _query_from_body(request: Request, body: dict[str, Any]) -> Query:
         if not isinstance(geo_q, dict):
             raise bad_request("geoQ must be an object")
         geo_query = geo.parse_geo_query(
-            geo_q.get("georel"), geo_q.get("geometry"), geo_q.get("coordinates"), geo_q.get("geoproperty")
+            geo_q.get("georel"),
+            geo_q.get("geometry"),
+            geo_q.get("coordinates"),
+            geo_q.get("geoproperty"),
         )
     attrs = body.get("attrs")
     query = Query(
@@ -235,7 +260,9 @@ def _query_from_body(request: Request, body: dict[str, Any]) -> Query:
         offset=offset,
         count=count,
     )
-    if not any((query.ids, query.id_pattern, query.type_expression, query.attrs, query.q, query.geo)):
+    if not any(
+        (query.ids, query.id_pattern, query.type_expression, query.attrs, query.q, query.geo)
+    ):
         raise bad_request("The Query needs entities, attrs, q or geoQ")
     return query
 
@@ -318,13 +345,17 @@ async def partial_update_attribute(
     body = await read_json(request)
     broker = _broker(request)
     tm = term_map_for_body(broker.contexts, request, body)
-    fragment = {k: v for k, v in body.items() if k != "@context"} if isinstance(body, dict) else body
+    fragment = (
+        {k: v for k, v in body.items() if k != "@context"} if isinstance(body, dict) else body
+    )
     broker.partial_update_attribute(scope, tm, entity_id, attr, fragment)
     return _no_content(request)
 
 
 @router.put("/entities/{entity_id}/attrs/{attr}", status_code=204)
-async def replace_attribute(request: Request, scope: WriteScope, entity_id: str, attr: str) -> Response:
+async def replace_attribute(
+    request: Request, scope: WriteScope, entity_id: str, attr: str
+) -> Response:
     check_uri(entity_id, "Entity id")
     body = await read_json(request)
     broker = _broker(request)
@@ -389,7 +420,9 @@ async def batch_update(request: Request, scope: WriteScope) -> Response:
     body = await read_json(request)
     broker = _broker(request)
     result = broker.batch_update(
-        scope, term_map_of_item(broker.contexts, request), body,
+        scope,
+        term_map_of_item(broker.contexts, request),
+        body,
         overwrite=not has_option(request, "noOverwrite"),
     )
     return _batch_response(request, result, created_status=False)
@@ -516,7 +549,8 @@ def list_contexts(request: Request, _scope: ReadScope) -> Response:
     items = _broker(request).contexts.listing(request.query_params.get("kind"))
     if _details(request):
         body: Any = [
-            {**i, "createdAt": i["createdAt"].isoformat() if i["createdAt"] else None} for i in items
+            {**i, "createdAt": i["createdAt"].isoformat() if i["createdAt"] else None}
+            for i in items
         ]
     else:
         body = [i["url"] for i in items]

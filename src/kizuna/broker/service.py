@@ -134,7 +134,9 @@ class Broker:
         now = self._now()
         if isinstance(body, dict) and "id" in body and body["id"] != entity_id:
             raise bad_request("The id in the body differs from the one in the URL")
-        entity = expand_entity({**body, "id": entity_id} if isinstance(body, dict) else body, tm, to_iso(now))
+        entity = expand_entity(
+            {**body, "id": entity_id} if isinstance(body, dict) else body, tm, to_iso(now)
+        )
 
         def work(conn: Connection) -> None:
             old = self._existing(conn, scope, entity_id)
@@ -181,7 +183,9 @@ class Broker:
         def work(conn: Connection) -> UpdateResult:
             old = self._existing(conn, scope, entity_id)
             attrs, result = _update(old.attrs, new, tm)
-            store.update_many(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
+            store.update_many(
+                conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now
+            )
             return result
 
         return self._write(work)
@@ -208,7 +212,9 @@ class Broker:
             instance["createdAt"] = current.get("createdAt", instance["createdAt"])
             attrs = dict(old.attrs)
             attrs[iri] = [instance if i is current else i for i in instances]
-            store.update_many(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
+            store.update_many(
+                conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now
+            )
 
         self._write(work)
 
@@ -228,7 +234,9 @@ class Broker:
             if iri not in old.attrs:
                 raise not_found(f"Entity {entity_id} has no attribute {attr}")
             attrs, _ = _update(old.attrs, new, tm)
-            store.update_many(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
+            store.update_many(
+                conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now
+            )
 
         self._write(work)
 
@@ -262,7 +270,9 @@ class Broker:
                 attrs[iri] = kept
             else:
                 del attrs[iri]
-            store.update_many(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
+            store.update_many(
+                conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now
+            )
 
         self._write(work)
 
@@ -295,7 +305,9 @@ class Broker:
             for entity in valid:
                 if entity.id in existing or entity.id in fresh:
                     out.errors.append(
-                        problem_for_entity(entity.id, already_exists(f"Entity {entity.id} already exists"))
+                        problem_for_entity(
+                            entity.id, already_exists(f"Entity {entity.id} already exists")
+                        )
                     )
                 else:
                     fresh[entity.id] = entity
@@ -359,7 +371,9 @@ class Broker:
                         problem_for_entity(entity.id, not_found(f"Entity {entity.id} not found"))
                     )
                     continue
-                current = changed.get(entity.id, (old, Entity(old.id, old.types, old.scopes, old.attrs)))[1]
+                current = changed.get(
+                    entity.id, (old, Entity(old.id, old.types, old.scopes, old.attrs))
+                )[1]
                 attrs, _ = _append(current.attrs, entity.attrs, tm, overwrite=overwrite)
                 types = _union(current.types, entity.types)
                 changed[entity.id] = (old, Entity(old.id, types, current.scopes, attrs))
@@ -408,7 +422,9 @@ class Broker:
         ids: list[str] = []
         for item in body:
             if not isinstance(item, str) or ":" not in item:
-                out.errors.append(problem_for_entity(item, bad_request(f"Invalid entity id {item!r}")))
+                out.errors.append(
+                    problem_for_entity(item, bad_request(f"Invalid entity id {item!r}"))
+                )
             else:
                 ids.append(item)
 
@@ -459,7 +475,9 @@ class Broker:
         seen = 0
         for raw in _stream(conn, stmt):
             row = store.to_row(raw)
-            geometries = [i["value"] for i in row.attrs.get(iri, []) if i.get("type") == "GeoProperty"]
+            geometries = [
+                i["value"] for i in row.attrs.get(iri, []) if i.get("type") == "GeoProperty"
+            ]
             if not geo.matches(query.geo, geometries):
                 continue
             if query.offset <= seen < query.offset + query.limit:
@@ -478,7 +496,9 @@ class Broker:
         if query.type_expression:
             conditions.append(
                 compile_type_expression(
-                    query.type_expression, tm.expand, lambda ts: store.type_in(scope, ts),
+                    query.type_expression,
+                    tm.expand,
+                    lambda ts: store.type_in(scope, ts),
                     lambda ts: _has_all_types(scope, ts),
                 )
             )
@@ -486,12 +506,18 @@ class Broker:
             iris = [tm.expand(a) for a in query.attrs]
             conditions.append(store.has_any_attribute(entities.c.attrs, iris, self._dialect))
         if query.q:
-            conditions.append(compile_q(parse_q(query.q), entities.c.attrs, self._dialect, tm.expand))
+            conditions.append(
+                compile_q(parse_q(query.q), entities.c.attrs, self._dialect, tm.expand)
+            )
         if query.scope_q:
             conditions.append(_scope_condition(query.scope_q, self._dialect))
         if query.geo is not None:
             clause = geo.candidates_clause(
-                query.geo, tm.expand(query.geo.geoproperty), entities.c.pk, scope.tenant, self._dialect
+                query.geo,
+                tm.expand(query.geo.geoproperty),
+                entities.c.pk,
+                scope.tenant,
+                self._dialect,
             )
             if clause is not None:
                 conditions.append(clause)
@@ -554,13 +580,18 @@ def _stream(conn: Connection, stmt: Any) -> Iterator[Any]:
 
 def _render(row: store.Row, tm: TermMap, how: Rendering) -> dict[str, Any]:
     return render_entity(
-        row.id, row.types, row.scopes, row.attrs, to_iso(row.created_at), to_iso(row.modified_at), tm, how
+        row.id,
+        row.types,
+        row.scopes,
+        row.attrs,
+        to_iso(row.created_at),
+        to_iso(row.modified_at),
+        tm,
+        how,
     )
 
 
-def _validate_batch(
-    body: Any, parse: Callable[[Any], T]
-) -> tuple[list[T], BatchResult]:
+def _validate_batch(body: Any, parse: Callable[[Any], T]) -> tuple[list[T], BatchResult]:
     if not isinstance(body, list):
         raise bad_request("A batch operation takes a JSON array")
     if not body:
@@ -612,9 +643,7 @@ def _keep_created(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, 
     return new
 
 
-def _put_instances(
-    attrs: dict[str, Instances], iri: str, new: Instances
-) -> None:
+def _put_instances(attrs: dict[str, Instances], iri: str, new: Instances) -> None:
     """Put each new instance in place of the one with the same datasetId, or add it."""
     current = list(attrs.get(iri, []))
     for inst in new:
@@ -637,7 +666,10 @@ def _append(
             clash = [i for i in instances if _find_instance(attrs[iri], i.get("datasetId"))]
             if clash:
                 result.not_updated.append(
-                    {"attributeName": tm.compact(iri), "reason": "Attribute exists and noOverwrite was set"}
+                    {
+                        "attributeName": tm.compact(iri),
+                        "reason": "Attribute exists and noOverwrite was set",
+                    }
                 )
                 instances = [i for i in instances if i not in clash]
                 if not instances:
@@ -713,7 +745,12 @@ def _merge_instance(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(value, dict) and value.get("value") == NGSI_LD_NULL:
             merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(old.get(key), dict) and "type" in value and ":" in key:
+        elif (
+            isinstance(value, dict)
+            and isinstance(old.get(key), dict)
+            and "type" in value
+            and ":" in key
+        ):
             merged[key] = _merge_instance(old[key], value)
         else:
             merged[key] = value
@@ -726,6 +763,7 @@ def _has_all_types(scope: TenantScope, types: Sequence[str]) -> Any:
 
 def _scope_condition(scope_q: str, dialect: str) -> Any:
     """scopeQ: '/a/b' exact, '/a/#' subtree, '/a/+' one level; ',' OR, ';' AND."""
+
     def one(term: str) -> Any:
         term = term.strip()
         if not term.startswith("/"):
@@ -733,7 +771,9 @@ def _scope_condition(scope_q: str, dialect: str) -> Any:
         if term.endswith("/#"):
             pattern = "^" + re.escape(term[:-2]) + "(/.*)?$"
         else:
-            pattern = "^" + "/".join("[^/]+" if p == "+" else re.escape(p) for p in term.split("/")) + "$"
+            pattern = (
+                "^" + "/".join("[^/]+" if p == "+" else re.escape(p) for p in term.split("/")) + "$"
+            )
         return _scopes_match(pattern, dialect)
 
     ors = []

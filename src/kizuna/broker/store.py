@@ -165,9 +165,13 @@ def update_many(
     )
     retyped = [(old.pk, new.types) for old, new in changed if old.types != new.types]
     if retyped:
-        conn.execute(delete(entity_types).where(entity_types.c.entity_pk.in_([p for p, _ in retyped])))
+        conn.execute(
+            delete(entity_types).where(entity_types.c.entity_pk.in_([p for p, _ in retyped]))
+        )
         _write_types(conn, scope, [(pk, types) for pk, types in retyped if len(types) > 1])
-    regeo = [(old.pk, new.attrs) for old, new in changed if _geo_part(old.attrs) != _geo_part(new.attrs)]
+    regeo = [
+        (old.pk, new.attrs) for old, new in changed if _geo_part(old.attrs) != _geo_part(new.attrs)
+    ]
     if regeo:
         conn.execute(delete(geo_index).where(geo_index.c.entity_pk.in_([p for p, _ in regeo])))
         _write_geo(conn, scope, regeo)

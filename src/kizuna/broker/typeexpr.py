@@ -80,7 +80,9 @@ def _tokenize(text: str) -> list[str]:
     return tokens
 
 
-def _to_sql(tree: Any, any_of: Callable[[Sequence[str]], Any], all_of: Callable[[Sequence[str]], Any]) -> Any:
+def _to_sql(
+    tree: Any, any_of: Callable[[Sequence[str]], Any], all_of: Callable[[Sequence[str]], Any]
+) -> Any:
     if isinstance(tree, str):
         return any_of([tree])
     op, items = tree

@@ -87,9 +87,7 @@ def is_postgres(bind: Connection | Engine) -> bool:
 
 def alembic_config() -> Config:
     cfg = Config()
-    cfg.set_main_option(
-        "script_location", str(resources.files("kizuna.storage") / "migrations")
-    )
+    cfg.set_main_option("script_location", str(resources.files("kizuna.storage") / "migrations"))
     return cfg
 
 

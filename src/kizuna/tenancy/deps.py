@@ -18,7 +18,9 @@ def current_principal(request: Request) -> Principal:
 
 
 def _scope(write: bool):  # noqa: ANN202
-    def dependency(request: Request, principal: Annotated[Principal, Depends(current_principal)]) -> TenantScope:
+    def dependency(
+        request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> TenantScope:
         return request.app.state.services.tenants.scope(
             principal, request.headers.get("ngsild-tenant"), write=write
         )

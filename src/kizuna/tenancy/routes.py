@@ -48,7 +48,9 @@ def list_regions(request: Request) -> list[dict[str, Any]]:
 
 
 @router.post("/regions", status_code=201)
-def create_region(request: Request, principal: CurrentPrincipal, body: RegionCreate) -> dict[str, str]:
+def create_region(
+    request: Request, principal: CurrentPrincipal, body: RegionCreate
+) -> dict[str, str]:
     if not principal.is_platform_admin:
         raise forbidden("Only platform admins create regions")
     _directory(request).create_region(body.id, body.name_ja, body.name_en)
@@ -56,10 +58,14 @@ def create_region(request: Request, principal: CurrentPrincipal, body: RegionCre
 
 
 @router.post("/tenants", status_code=201)
-def create_tenant(request: Request, principal: CurrentPrincipal, body: TenantCreate) -> dict[str, str]:
+def create_tenant(
+    request: Request, principal: CurrentPrincipal, body: TenantCreate
+) -> dict[str, str]:
     if not principal.is_platform_admin:
         raise forbidden("Only platform admins create tenants")
-    _directory(request).create_tenant(body.id, body.name_ja, body.name_en, body.region_id, body.lg_code)
+    _directory(request).create_tenant(
+        body.id, body.name_ja, body.name_en, body.region_id, body.lg_code
+    )
     return {"id": body.id}
 
 

@@ -17,7 +17,13 @@ from cachetools import TTLCache
 from sqlalchemy import Connection, Engine, delete, insert, select
 
 from kizuna.auth.service import Principal
-from kizuna.problems import bad_request, forbidden, invalid_request, nonexistent_tenant, unauthorized
+from kizuna.problems import (
+    bad_request,
+    forbidden,
+    invalid_request,
+    nonexistent_tenant,
+    unauthorized,
+)
 from kizuna.storage import writer
 from kizuna.tenancy.models import enabled_services, open_types, regions, tenants
 
@@ -43,9 +49,7 @@ class TenantDirectory:
         self._known: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=cache_seconds)
         self._open: TTLCache[str, frozenset[str]] = TTLCache(maxsize=10_000, ttl=cache_seconds)
 
-    def scope(
-        self, principal: Principal, tenant_header: str | None, *, write: bool
-    ) -> TenantScope:
+    def scope(self, principal: Principal, tenant_header: str | None, *, write: bool) -> TenantScope:
         tenant = tenant_header.strip() if tenant_header else DEFAULT_TENANT
         if not _TENANT_NAME.match(tenant):
             raise bad_request(f"Invalid tenant name {tenant!r}")
@@ -134,7 +138,9 @@ class TenantDirectory:
         with writer(self._engine).begin() as conn:
             conn.execute(delete(open_types).where(open_types.c.tenant_id == tenant_id))
             for entity_type in sorted(set(expanded_types)):
-                conn.execute(insert(open_types).values(tenant_id=tenant_id, entity_type=entity_type))
+                conn.execute(
+                    insert(open_types).values(tenant_id=tenant_id, entity_type=entity_type)
+                )
         with self._lock:
             self._open.pop(tenant_id, None)
 
@@ -174,6 +180,4 @@ class TenantDirectory:
 
 def ensure_default_tenant(conn: Connection) -> None:
     if not conn.execute(select(tenants.c.id).where(tenants.c.id == DEFAULT_TENANT)).first():
-        conn.execute(
-            insert(tenants).values(id=DEFAULT_TENANT, name_ja="既定", name_en="Default")
-        )
+        conn.execute(insert(tenants).values(id=DEFAULT_TENANT, name_ja="既定", name_en="Default"))

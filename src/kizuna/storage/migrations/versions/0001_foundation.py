@@ -37,12 +37,16 @@ def upgrade() -> None:
     )
     op.create_table(
         "tenancy_open_types",
-        sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenancy_tenants.id"), primary_key=True),
+        sa.Column(
+            "tenant_id", sa.String(64), sa.ForeignKey("tenancy_tenants.id"), primary_key=True
+        ),
         sa.Column("entity_type", sa.String(512), primary_key=True),
     )
     op.create_table(
         "tenancy_enabled_services",
-        sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenancy_tenants.id"), primary_key=True),
+        sa.Column(
+            "tenant_id", sa.String(64), sa.ForeignKey("tenancy_tenants.id"), primary_key=True
+        ),
         sa.Column("service", sa.String(64), primary_key=True),
     )
     op.bulk_insert(
@@ -106,7 +110,9 @@ def upgrade() -> None:
         sa.Column("modified_at", TS, nullable=False),
         sa.UniqueConstraint("tenant", "id", name="uq_broker_entities_tenant_id"),
     )
-    op.create_index("ix_broker_entities_tenant_type_id", "broker_entities", ["tenant", "type", "id"])
+    op.create_index(
+        "ix_broker_entities_tenant_type_id", "broker_entities", ["tenant", "type", "id"]
+    )
     op.create_table(
         "broker_entity_types",
         sa.Column("tenant", sa.String(64), primary_key=True),
