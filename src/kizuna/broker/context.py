@@ -175,6 +175,10 @@ class ContextStore:
 
     # --- processing --------------------------------------------------------------
 
+    def cached(self, context: Any) -> TermMap | None:
+        """The TermMap for ``context`` if it was processed before, without any I/O."""
+        return self._maps.get(orjson.dumps(context))
+
     def term_map(self, context: Any) -> TermMap:
         """The TermMap for a client @context (None, a URL, an object or a list of them)."""
         key = orjson.dumps(context)

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from fastapi import Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from kizuna.broker.context import CORE_CONTEXT_URL, ContextStore, TermMap
 from kizuna.broker.ngsild import Rendering, check_name
@@ -74,8 +75,13 @@ def body_context(request: Request, body: Any) -> Any:
     return context_link(request)
 
 
-def term_map_for_body(contexts: ContextStore, request: Request, body: Any) -> TermMap:
-    return contexts.term_map(body_context(request, body))
+async def resolve_term_map(contexts: ContextStore, context: Any) -> TermMap:
+    """A TermMap without blocking the event loop when a document must be fetched."""
+    return contexts.cached(context) or await run_in_threadpool(contexts.term_map, context)
+
+
+async def term_map_for_body(contexts: ContextStore, request: Request, body: Any) -> TermMap:
+    return await resolve_term_map(contexts, body_context(request, body))
 
 
 def term_map_of_item(contexts: ContextStore, request: Request) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from kizuna.broker import geo
 from kizuna.broker.context import TermMap
@@ -22,6 +23,7 @@ from kizuna.broker.http import (
     json_response,
     read_json,
     rendering,
+    resolve_term_map,
     split_list,
     term_map_for_body,
     term_map_of_item,
@@ -39,6 +41,7 @@ def _broker(request: Request) -> Broker:
 
 
 def _request_tm(request: Request) -> TermMap:
+    """The Link header's @context (call from sync routes: may fetch a remote document)."""
     return _broker(request).contexts.term_map(context_link(request))
 
 
@@ -69,24 +72,24 @@ def _entity_path(request: Request, entity_id: str) -> str:
 async def create_entity(request: Request, scope: WriteScope) -> Response:
     body = await read_json(request)
     broker = _broker(request)
-    tm = term_map_for_body(broker.contexts, request, body)
-    entity_id = broker.create(scope, tm, body)
+    tm = await term_map_for_body(broker.contexts, request, body)
+    entity_id = await run_in_threadpool(broker.create, scope, tm, body)
     return _no_content(request, 201, {"Location": _entity_path(request, entity_id)})
 
 
 @router.get("/entities")
-def query_entities(request: Request, scope: ReadScope) -> Response:
-    tm = _request_tm(request)
+async def query_entities(request: Request, scope: ReadScope) -> Response:
+    tm = await resolve_term_map(_broker(request).contexts, context_link(request))
     query = _query_from_params(request, tm)
     how = rendering(request, tm)
-    return _query_response(request, scope, tm, query, how)
+    return await _query_response(request, scope, tm, query, how)
 
 
 @router.post("/entityOperations/query")
 async def query_entities_post(request: Request, scope: ReadScope) -> Response:
     body = await read_json(request)
     broker = _broker(request)
-    tm = term_map_for_body(broker.contexts, request, body)
+    tm = await term_map_for_body(broker.contexts, request, body)
     if not isinstance(body, dict) or body.get("type") != "Query":
         raise bad_request('The body must be a Query object ("type": "Query")')
     query = _query_from_body(request, body)
@@ -100,11 +103,13 @@ async def query_entities_post(request: Request, scope: ReadScope) -> Response:
         )
     if isinstance(body.get("lang"), str):
         how = type(how)(**{**how.__dict__, "lang": body["lang"]})
-    return _query_response(request, scope, tm, query, how)
+    return await _query_response(request, scope, tm, query, how)
 
 
-def _query_response(request: Request, scope: Any, tm: TermMap, query: Query, how: Any) -> Response:
-    result = _broker(request).query(scope, tm, query, how)
+async def _query_response(
+    request: Request, scope: Any, tm: TermMap, query: Query, how: Any
+) -> Response:
+    result = await run_in_threadpool(_broker(request).query, scope, tm, query, how)
     headers: dict[str, str] = {}
     if result.count is not None:
         headers["NGSILD-Results-Count"] = str(result.count)
@@ -294,8 +299,10 @@ async def replace_entity(request: Request, scope: WriteScope, entity_id: str) ->
     check_uri(entity_id, "Entity id")
     body = await read_json(request)
     broker = _broker(request)
-    tm = term_map_for_body(broker.contexts, request, body)
-    broker.replace(scope, tm, entity_id, {k: v for k, v in body.items() if k != "@context"})
+    tm = await term_map_for_body(broker.contexts, request, body)
+    await run_in_threadpool(
+        broker.replace, scope, tm, entity_id, {k: v for k, v in body.items() if k != "@context"}
+    )
     return _no_content(request)
 
 
@@ -304,8 +311,10 @@ async def merge_entity(request: Request, scope: WriteScope, entity_id: str) -> R
     check_uri(entity_id, "Entity id")
     body = await read_json(request, (JSON, JSON_LD, MERGE_PATCH))
     broker = _broker(request)
-    tm = term_map_for_body(broker.contexts, request, body)
-    broker.merge(scope, tm, entity_id, {k: v for k, v in body.items() if k != "@context"})
+    tm = await term_map_for_body(broker.contexts, request, body)
+    await run_in_threadpool(
+        broker.merge, scope, tm, entity_id, {k: v for k, v in body.items() if k != "@context"}
+    )
     return _no_content(request)
 
 
@@ -321,9 +330,11 @@ async def append_attributes(request: Request, scope: WriteScope, entity_id: str)
     check_uri(entity_id, "Entity id")
     body = await read_json(request)
     broker = _broker(request)
-    tm = term_map_for_body(broker.contexts, request, body)
+    tm = await term_map_for_body(broker.contexts, request, body)
     overwrite = not has_option(request, "noOverwrite")
-    result = broker.append_attributes(scope, tm, entity_id, body, overwrite=overwrite)
+    result = await run_in_threadpool(
+        broker.append_attributes, scope, tm, entity_id, body, overwrite=overwrite
+    )
     return _update_result(request, result, tm)
 
 
@@ -332,8 +343,8 @@ async def update_attributes(request: Request, scope: WriteScope, entity_id: str)
     check_uri(entity_id, "Entity id")
     body = await read_json(request)
     broker = _broker(request)
-    tm = term_map_for_body(broker.contexts, request, body)
-    result = broker.update_attributes(scope, tm, entity_id, body)
+    tm = await term_map_for_body(broker.contexts, request, body)
+    result = await run_in_threadpool(broker.update_attributes, scope, tm, entity_id, body)
     return _update_result(request, result, tm)
 
 
@@ -344,11 +355,11 @@ async def partial_update_attribute(
     check_uri(entity_id, "Entity id")
     body = await read_json(request)
     broker = _broker(request)
-    tm = term_map_for_body(broker.contexts, request, body)
+    tm = await term_map_for_body(broker.contexts, request, body)
     fragment = (
         {k: v for k, v in body.items() if k != "@context"} if isinstance(body, dict) else body
     )
-    broker.partial_update_attribute(scope, tm, entity_id, attr, fragment)
+    await run_in_threadpool(broker.partial_update_attribute, scope, tm, entity_id, attr, fragment)
     return _no_content(request)
 
 
@@ -359,8 +370,8 @@ async def replace_attribute(
     check_uri(entity_id, "Entity id")
     body = await read_json(request)
     broker = _broker(request)
-    tm = term_map_for_body(broker.contexts, request, body)
-    broker.replace_attribute(scope, tm, entity_id, attr, body)
+    tm = await term_map_for_body(broker.contexts, request, body)
+    await run_in_threadpool(broker.replace_attribute, scope, tm, entity_id, attr, body)
     return _no_content(request)
 
 
@@ -398,7 +409,9 @@ def _batch_response(request: Request, result: BatchResult, *, created_status: bo
 async def batch_create(request: Request, scope: WriteScope) -> Response:
     body = await read_json(request)
     broker = _broker(request)
-    result = broker.batch_create(scope, term_map_of_item(broker.contexts, request), body)
+    result = await run_in_threadpool(
+        broker.batch_create, scope, term_map_of_item(broker.contexts, request), body
+    )
     return _batch_response(request, result, created_status=True)
 
 
@@ -409,8 +422,12 @@ async def batch_upsert(request: Request, scope: WriteScope) -> Response:
     update_mode = has_option(request, "update")
     if update_mode and has_option(request, "replace"):
         raise bad_request("options=replace and options=update exclude each other")
-    result = broker.batch_upsert(
-        scope, term_map_of_item(broker.contexts, request), body, replace=not update_mode
+    result = await run_in_threadpool(
+        broker.batch_upsert,
+        scope,
+        term_map_of_item(broker.contexts, request),
+        body,
+        replace=not update_mode,
     )
     return _batch_response(request, result, created_status=True)
 
@@ -419,7 +436,8 @@ async def batch_upsert(request: Request, scope: WriteScope) -> Response:
 async def batch_update(request: Request, scope: WriteScope) -> Response:
     body = await read_json(request)
     broker = _broker(request)
-    result = broker.batch_update(
+    result = await run_in_threadpool(
+        broker.batch_update,
         scope,
         term_map_of_item(broker.contexts, request),
         body,
@@ -432,14 +450,16 @@ async def batch_update(request: Request, scope: WriteScope) -> Response:
 async def batch_merge(request: Request, scope: WriteScope) -> Response:
     body = await read_json(request)
     broker = _broker(request)
-    result = broker.batch_merge(scope, term_map_of_item(broker.contexts, request), body)
+    result = await run_in_threadpool(
+        broker.batch_merge, scope, term_map_of_item(broker.contexts, request), body
+    )
     return _batch_response(request, result, created_status=False)
 
 
 @router.post("/entityOperations/delete")
 async def batch_delete(request: Request, scope: WriteScope) -> Response:
     body = await read_json(request)
-    result = _broker(request).batch_delete(scope, body)
+    result = await run_in_threadpool(_broker(request).batch_delete, scope, body)
     return _batch_response(request, result, created_status=False)
 
 
@@ -540,7 +560,7 @@ def _attribute_body(tm: TermMap, info: dict[str, Any]) -> dict[str, Any]:
 @router.post("/jsonldContexts", status_code=201)
 async def add_context(request: Request, _scope: WriteScope) -> Response:
     body = await read_json(request)
-    url = _broker(request).contexts.host(body)
+    url = await run_in_threadpool(_broker(request).contexts.host, body)
     return Response(status_code=201, headers={"Location": f"/ngsi-ld/v1/jsonldContexts/{url}"})
 
 

@@ -10,7 +10,7 @@ from kizuna.auth.service import Principal
 from kizuna.tenancy.service import TenantScope
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
     services = request.app.state.services
     return services.authenticator.authenticate(
         request.headers.get("authorization"), request.headers.get("x-api-key")
