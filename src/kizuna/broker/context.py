@@ -56,6 +56,8 @@ class TermMap:
     terms: dict[str, str]
     prefixes: dict[str, str]
     vocab: str | None
+    # Terms that alias JSON-LD keywords (e.g. "type" -> @type): never valid as names.
+    keywords: frozenset[str]
     # The @context as the client gave it (without the core context), for responses.
     source: list[Any]
     _expanded: dict[str, str] = field(default_factory=dict, repr=False)
@@ -204,14 +206,16 @@ class ContextStore:
             raise bad_request(f"Invalid @context: {exc}") from None
         terms: dict[str, str] = {}
         prefixes: dict[str, str] = {}
+        keywords: set[str] = set()
         for term, definition in active["mappings"].items():
             iri = definition.get("@id") if definition else None
             if not iri or iri.startswith("@"):
+                keywords.add(term)
                 continue
             terms[term] = iri
             if definition.get("_prefix") or iri.endswith(("/", "#", ":")):
                 prefixes[term] = iri
-        result = TermMap(terms, prefixes, active.get("@vocab"), source)
+        result = TermMap(terms, prefixes, active.get("@vocab"), frozenset(keywords), source)
         with self._lock:
             self._maps[key] = result
         return result

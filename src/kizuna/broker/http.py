@@ -65,6 +65,10 @@ def body_context(request: Request, body: Any) -> Any:
     ctype = media_type(request.headers.get("content-type"))
     items = body if isinstance(body, list) else [body]
     if ctype == JSON_LD:
+        if request.headers.get("link"):
+            raise bad_request(
+                "application/ld+json carries its @context in the body, not a Link header"
+            )
         for item in items:
             if not isinstance(item, dict) or "@context" not in item:
                 raise bad_request("An application/ld+json body must carry its @context")
@@ -87,6 +91,10 @@ async def term_map_for_body(contexts: ContextStore, request: Request, body: Any)
 def term_map_of_item(contexts: ContextStore, request: Request) -> Any:
     """For batches: each application/ld+json entity carries its own @context."""
     if media_type(request.headers.get("content-type")) == JSON_LD:
+        if request.headers.get("link"):
+            raise bad_request(
+                "application/ld+json carries its @context in the body, not a Link header"
+            )
 
         def of(item: Any) -> TermMap:
             if not isinstance(item, dict) or "@context" not in item:

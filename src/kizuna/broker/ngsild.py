@@ -74,6 +74,8 @@ GEOJSON_TYPES = frozenset(
 )
 # Marks an attribute for deletion in merge-patch (NGSI-LD's "urn:ngsi-ld:null").
 NGSI_LD_NULL = "urn:ngsi-ld:null"
+# The type of a merge-patch instance that deletes the stored instance of its datasetId.
+DELETED = "urn:kizuna:deleted"
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+$")
 _FORBIDDEN_NAME_CHARS = re.compile(r"[<>\"'=;()\s]")
 
@@ -147,6 +149,8 @@ def expand_types(raw: Any, tm: TermMap) -> list[str]:
     out: list[str] = []
     for item in items:
         check_name(item, "Entity type")
+        if item in tm.keywords:
+            raise bad_request(f"Entity type {item!r} is a JSON-LD keyword alias")
         iri = tm.expand(item)
         if iri not in out:
             out.append(iri)
@@ -166,8 +170,8 @@ def expand_attributes(
 ) -> dict[str, list[dict[str, Any]]]:
     """Attributes of a request body, keyed by expanded name.
 
-    With ``allow_null`` (merge-patch), an attribute whose value is null or
-    urn:ngsi-ld:null comes back as an empty list, meaning "delete it".
+    With ``allow_null`` (merge-patch), an instance whose value is null or
+    urn:ngsi-ld:null comes back as a DELETED marker for its datasetId.
     """
     attrs: dict[str, list[dict[str, Any]]] = {}
     for name, raw in fragment.items():
@@ -175,18 +179,42 @@ def expand_attributes(
             raise bad_request(f"Unexpected member {name!r}")
         check_name(name)
         iri = tm.expand(name)
-        if allow_null and _is_null(raw):
-            attrs[iri] = []
-            continue
+        if allow_null:
+            items = (
+                raw if isinstance(raw, list) and all(isinstance(i, dict) for i in raw) else [raw]
+            )
+            deleted = [i for i in items if _is_null(i)]
+            if deleted:
+                # Each null removes the instance of its datasetId (the default one if none).
+                attrs[iri] = [{"type": DELETED, **_dataset_of(i)} for i in deleted]
+                kept = [i for i in items if not _is_null(i)]
+                if kept:
+                    attrs[iri] += _instances(iri, kept, tm, now, allow_null)
+                continue
         attrs[iri] = _instances(iri, raw, tm, now, allow_null)
     return attrs
 
 
+def _dataset_of(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict) and "datasetId" in raw:
+        return {"datasetId": raw["datasetId"]}
+    return {}
+
+
 def _is_null(raw: Any) -> bool:
+    """Whether a merge-patch attribute (instance) asks for deletion."""
     if raw is None or raw == NGSI_LD_NULL:
         return True
-    return isinstance(raw, dict) and (
-        raw.get("value") == NGSI_LD_NULL or raw.get("object") == NGSI_LD_NULL
+    if not isinstance(raw, dict):
+        return False
+    return (
+        raw.get("value") == NGSI_LD_NULL
+        or raw.get("object") == NGSI_LD_NULL
+        or raw.get("vocab") == NGSI_LD_NULL
+        or raw.get("json") == NGSI_LD_NULL
+        or raw.get("languageMap") == {"@none": NGSI_LD_NULL}
+        or raw.get("valueList") == [NGSI_LD_NULL]
+        or raw.get("objectList") == [NGSI_LD_NULL]
     )
 
 

@@ -30,7 +30,7 @@ from kizuna.broker.http import (
 )
 from kizuna.broker.ngsild import check_name, check_uri
 from kizuna.broker.service import BatchResult, Broker, Query, UpdateResult
-from kizuna.problems import Problem, bad_request
+from kizuna.problems import Problem, bad_request, invalid_request
 from kizuna.tenancy.deps import ReadScope, WriteScope
 
 router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"])
@@ -69,8 +69,11 @@ def _entity_path(request: Request, entity_id: str) -> str:
 
 
 @router.post("/entities", status_code=201)
+@router.post("/entities/", status_code=201, include_in_schema=False)
 async def create_entity(request: Request, scope: WriteScope) -> Response:
     body = await read_json(request)
+    if body == {}:
+        raise invalid_request("The entity is empty")
     broker = _broker(request)
     tm = await term_map_for_body(broker.contexts, request, body)
     entity_id = await run_in_threadpool(broker.create, scope, tm, body)
@@ -78,6 +81,7 @@ async def create_entity(request: Request, scope: WriteScope) -> Response:
 
 
 @router.get("/entities")
+@router.get("/entities/", include_in_schema=False)
 async def query_entities(request: Request, scope: ReadScope) -> Response:
     tm = await resolve_term_map(_broker(request).contexts, context_link(request))
     query = _query_from_params(request, tm)
@@ -292,6 +296,12 @@ def retrieve_entity(request: Request, scope: ReadScope, entity_id: str) -> Respo
         geoproperty = request.query_params.get("geoproperty", "location")
         entity = _feature_collection([entity], geoproperty)["features"][0]
     return json_response(request, entity, tm)
+
+
+@router.put("/entities/", include_in_schema=False)
+@router.patch("/entities/", include_in_schema=False)
+def entity_id_missing() -> None:
+    raise bad_request("The entity id is missing from the URL")
 
 
 @router.put("/entities/{entity_id}", status_code=204)

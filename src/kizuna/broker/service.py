@@ -21,6 +21,7 @@ from kizuna.broker import geo, store
 from kizuna.broker.context import ContextStore, TermMap
 from kizuna.broker.models import entities, entity_types
 from kizuna.broker.ngsild import (
+    DELETED,
     NGSI_LD_NULL,
     Entity,
     Rendering,
@@ -374,10 +375,15 @@ class Broker:
                 current = changed.get(
                     entity.id, (old, Entity(old.id, old.types, old.scopes, old.attrs))
                 )[1]
-                attrs, _ = _append(current.attrs, entity.attrs, tm, overwrite=overwrite)
+                attrs, outcome = _append(current.attrs, entity.attrs, tm, overwrite=overwrite)
                 types = _union(current.types, entity.types)
                 changed[entity.id] = (old, Entity(old.id, types, current.scopes, attrs))
-                out.success.append(entity.id)
+                if outcome.not_updated:
+                    kept = ", ".join(n["attributeName"] for n in outcome.not_updated)
+                    problem = bad_request(f"Attributes not overwritten (noOverwrite): {kept}")
+                    out.errors.append(problem_for_entity(entity.id, problem))
+                else:
+                    out.success.append(entity.id)
             store.update_many(conn, scope, list(changed.values()), now)
             return out
 
@@ -722,18 +728,21 @@ def _merge_patch(body: dict[str, Any], tm: TermMap, now: str) -> Entity:
 def _merged(old: store.Row | Entity, patch: Entity) -> Entity:
     attrs = copy.deepcopy(old.attrs)
     for iri, instances in patch.attrs.items():
-        if not instances:
-            attrs.pop(iri, None)
-            continue
         current = attrs.get(iri, [])
         for inst in instances:
             previous = _find_instance(current, inst.get("datasetId"))
-            if previous is None:
+            if inst["type"] == DELETED:
+                if previous is not None:
+                    current.remove(previous)
+            elif previous is None:
                 current.append(inst)
             else:
                 current[current.index(previous)] = _merge_instance(previous, inst)
         current.sort(key=lambda i: "datasetId" in i)
-        attrs[iri] = current
+        if current:
+            attrs[iri] = current
+        else:
+            attrs.pop(iri, None)
     scopes = patch.scopes if patch.scopes is not None else old.scopes
     return Entity(old.id, _union(old.types, patch.types), scopes, attrs)
 
