@@ -72,8 +72,8 @@ def _entity_path(request: Request, entity_id: str) -> str:
 @router.post("/entities/", status_code=201, include_in_schema=False)
 async def create_entity(request: Request, scope: WriteScope) -> Response:
     body = await read_json(request)
-    if body == {}:
-        raise invalid_request("The entity is empty")
+    if not isinstance(body, dict) or not body:
+        raise invalid_request("The body must be a non-empty JSON object (one entity)")
     broker = _broker(request)
     tm = await term_map_for_body(broker.contexts, request, body)
     entity_id = await run_in_threadpool(broker.create, scope, tm, body)
