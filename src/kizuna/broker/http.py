@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kizuna.broker.context import CORE_CONTEXT_URL, ContextStore, TermMap
 from kizuna.broker.ngsild import Rendering, check_name
+from kizuna.broker.projection import Projection, parse_projection
 from kizuna.problems import Problem, bad_request, invalid_request
 
 JSON = "application/json"
@@ -20,6 +22,7 @@ MERGE_PATCH = "application/merge-patch+json"
 CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
 _LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
 _FORMATS = ("normalized", "concise", "keyValues")
+_FORMAT_ALIASES = {"simplified": "keyValues"}
 
 
 def media_type(value: str | None) -> str:
@@ -153,36 +156,70 @@ def split_list(value: str | None, what: str) -> list[str] | None:
     return items
 
 
-def rendering(request: Request, tm: TermMap, *, allow_attrs: bool = True) -> Rendering:
-    params = request.query_params
-    options = set(split_list(params.get("options"), "options") or [])
-    formats = [f for f in _FORMATS if f in options]
-    if params.get("format"):
-        if params["format"] not in _FORMATS:
-            raise bad_request(f"Unknown format {params['format']!r}")
-        formats.append(params["format"])
-    if len(set(formats)) > 1:
-        raise bad_request("Conflicting representation options: " + ", ".join(sorted(set(formats))))
+def rendering(params: Mapping[str, str], tm: TermMap) -> Rendering:
+    """How to represent entities, from options / format / attrs / pick / omit / join."""
+    options = {
+        _FORMAT_ALIASES.get(o, o) for o in split_list(params.get("options"), "options") or []
+    }
     unknown = options - {*_FORMATS, "sysAttrs", "noOverwrite", "replace", "update"}
     if unknown:
-        raise bad_request(f"Unknown options: {', '.join(sorted(unknown))}")
+        raise invalid_request(f"Unknown options: {', '.join(sorted(unknown))}")
+    if params.get("format"):
+        # format, when given, takes precedence over the format options.
+        chosen = _FORMAT_ALIASES.get(params["format"], params["format"])
+        if chosen not in _FORMATS:
+            raise invalid_request(f"Unknown format {params['format']!r}")
+    else:
+        formats = [f for f in _FORMATS if f in options]
+        if len(formats) > 1:
+            raise bad_request("Conflicting representation options: " + ", ".join(formats))
+        chosen = formats[0] if formats else "normalized"
     attrs = split_list(params.get("attrs"), "attrs")
-    pick = split_list(params.get("pick"), "pick")
-    omit = split_list(params.get("omit"), "omit")
-    if pick is not None and omit is not None and set(pick) & set(omit):
-        raise bad_request("The same member is in pick and omit")
-    if attrs is not None and (pick is not None or omit is not None):
+    if attrs is not None and (params.get("pick") is not None or params.get("omit") is not None):
         raise bad_request("attrs cannot be combined with pick or omit")
-    for name in (attrs or []) + (pick or []) + (omit or []):
+    for name in attrs or []:
+        if name in ("id", "type", "@context", "scope"):
+            raise bad_request(f"{name!r} is not an attribute name")
         check_name(name)
+    pick = parse_projection(params["pick"], "pick") if params.get("pick") is not None else None
+    omit = parse_projection(params["omit"], "omit") if params.get("omit") is not None else None
+    for projection in (pick, omit):
+        for name in _member_names(projection):
+            check_name(name, "Member name")
+    if pick is not None and omit is not None and set(pick.members) & set(omit.members):
+        raise bad_request("The same member is in pick and omit")
+    join = params.get("join")
+    if join is not None and join not in ("inline", "flat", "@none"):
+        raise bad_request("join must be inline, flat or @none")
+    dataset_ids = split_list(params.get("datasetId"), "datasetId")
     return Rendering(
-        format=formats[0] if formats else "normalized",
+        format=chosen,
         sys_attrs="sysAttrs" in options,
-        attrs=frozenset(tm.expand(a) for a in attrs) if attrs is not None and allow_attrs else None,
-        pick=frozenset(pick) if pick is not None else None,
-        omit=frozenset(omit) if omit is not None else None,
+        attrs=frozenset(tm.expand(a) for a in attrs) if attrs is not None else None,
+        pick=pick,
+        omit=omit,
         lang=params.get("lang"),
+        dataset_ids=frozenset(dataset_ids) if dataset_ids is not None else None,
+        join=None if join in (None, "@none") else join,
+        join_level=_positive(params.get("joinLevel"), "joinLevel", 1),
     )
+
+
+def _member_names(projection: Projection | None) -> list[str]:
+    if projection is None:
+        return []
+    names = list(projection.members)
+    for nested in projection.members.values():
+        names += _member_names(nested)
+    return names
+
+
+def _positive(raw: str | None, name: str, default: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise bad_request(f"{name} must be a positive whole number")
+    return int(raw)
 
 
 def has_option(request: Request, option: str) -> bool:
@@ -206,6 +243,8 @@ def json_response(
             content = [{**item, "@context": context} for item in content]
         elif isinstance(content, dict):
             content = {**content, "@context": context}
+    elif kind == GEO_JSON and isinstance(content, dict):
+        content = {**content, "@context": context}
     else:
         link = context if isinstance(context, str) else CORE_CONTEXT_URL
         context_header = f'<{link}>; rel="{CONTEXT_REL}"; type="{JSON_LD}"'

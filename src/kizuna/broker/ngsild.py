@@ -14,6 +14,7 @@ from typing import Any
 
 from kizuna.broker import geo
 from kizuna.broker.context import TermMap
+from kizuna.broker.projection import Projection, apply_omit, apply_pick
 from kizuna.problems import Problem, bad_request
 
 # Keys of an attribute instance that are NGSI-LD core members, not sub-attributes.
@@ -393,9 +394,13 @@ class Rendering:
     format: str = "normalized"  # normalized | concise | keyValues
     sys_attrs: bool = False
     attrs: frozenset[str] | None = None  # expanded names to keep
-    pick: frozenset[str] | None = None  # compact names (or id/type) to keep
-    omit: frozenset[str] | None = None
+    pick: Projection | None = None  # compact member names (id, type, attributes)
+    omit: Projection | None = None
     lang: str | None = None
+    # Only instances with these datasetIds ("@none": the default instance).
+    dataset_ids: frozenset[str] | None = None
+    join: str | None = None  # inline | flat: also retrieve the entities linked to
+    join_level: int = 1
 
 
 def render_entity(
@@ -419,6 +424,10 @@ def render_entity(
     for iri, instances in attrs.items():
         if how.attrs is not None and iri not in how.attrs:
             continue
+        if how.dataset_ids is not None:
+            instances = [i for i in instances if i.get("datasetId", "@none") in how.dataset_ids]
+            if not instances:
+                continue
         name = tm.compact(iri)
         rendered = [_render_instance(i, tm, how) for i in instances]
         if how.format == "keyValues":
@@ -426,9 +435,9 @@ def render_entity(
         else:
             out[name] = rendered[0] if len(rendered) == 1 else rendered
     if how.pick is not None:
-        out = {k: v for k, v in out.items() if k in how.pick}
+        out = apply_pick(out, how.pick)
     if how.omit is not None:
-        out = {k: v for k, v in out.items() if k not in how.omit}
+        out = apply_omit(out, how.omit)
     return out
 
 

@@ -28,7 +28,7 @@ from kizuna.broker.http import (
     term_map_for_body,
     term_map_of_item,
 )
-from kizuna.broker.ngsild import check_name, check_uri
+from kizuna.broker.ngsild import GEOJSON_TYPES, check_name, check_uri
 from kizuna.broker.service import BatchResult, Broker, Query, UpdateResult
 from kizuna.problems import Problem, bad_request, invalid_request
 from kizuna.tenancy.deps import ReadScope, WriteScope
@@ -85,7 +85,7 @@ async def create_entity(request: Request, scope: WriteScope) -> Response:
 async def query_entities(request: Request, scope: ReadScope) -> Response:
     tm = await resolve_term_map(_broker(request).contexts, context_link(request))
     query = _query_from_params(request, tm)
-    how = rendering(request, tm)
+    how = rendering(request.query_params, tm)
     return await _query_response(request, scope, tm, query, how)
 
 
@@ -97,17 +97,23 @@ async def query_entities_post(request: Request, scope: ReadScope) -> Response:
     if not isinstance(body, dict) or body.get("type") != "Query":
         raise bad_request('The body must be a Query object ("type": "Query")')
     query = _query_from_body(request, body)
-    how = rendering(request, tm)
-    attrs = body.get("attrs")
-    if attrs is not None:
-        if not isinstance(attrs, list):
-            raise bad_request("attrs must be an array of attribute names")
-        how = type(how)(
-            **{**how.__dict__, "attrs": frozenset(tm.expand(check_name(a)) for a in attrs)}
-        )
-    if isinstance(body.get("lang"), str):
-        how = type(how)(**{**how.__dict__, "lang": body["lang"]})
+    how = rendering(_query_body_params(request, body), tm)
     return await _query_response(request, scope, tm, query, how)
+
+
+def _query_body_params(request: Request, body: dict[str, Any]) -> dict[str, str]:
+    """URL parameters, overridden by the Query body's representation members."""
+    params = dict(request.query_params)
+    for member in ("attrs", "pick", "omit", "lang", "join", "joinLevel", "datasetId"):
+        value = body.get(member)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise bad_request(f"{member} must be a list of strings")
+            value = ",".join(value)
+        params[member] = str(value)
+    return params
 
 
 async def _query_response(
@@ -148,17 +154,28 @@ def _page_links(request: Request, query: Query, returned: int, total: int | None
     return ", ".join(links)
 
 
-def _feature_collection(items: list[dict[str, Any]], geoproperty: str) -> dict[str, Any]:
-    features = []
-    for item in items:
-        geometry = item.get(geoproperty)
-        if isinstance(geometry, dict) and "value" in geometry:
-            geometry = geometry["value"]
-        properties = {k: v for k, v in item.items() if k not in ("id", "@context")}
-        features.append(
-            {"id": item["id"], "type": "Feature", "geometry": geometry, "properties": properties}
-        )
-    return {"type": "FeatureCollection", "features": features}
+def _geometry_property(request: Request) -> str:
+    return request.query_params.get("geometryProperty") or "location"
+
+
+def _feature(item: dict[str, Any], geometry_property: str) -> dict[str, Any]:
+    """An entity as a GeoJSON Feature (NGSI-LD 1.8 §4.5.16)."""
+    geometry = item.get(geometry_property)
+    if isinstance(geometry, list):
+        geometry = geometry[0]
+    if isinstance(geometry, dict) and "value" in geometry:
+        geometry = geometry["value"]
+    if not (isinstance(geometry, dict) and geometry.get("type") in GEOJSON_TYPES):
+        geometry = None
+    properties = {k: v for k, v in item.items() if k not in ("id", "@context")}
+    return {"id": item["id"], "type": "Feature", "geometry": geometry, "properties": properties}
+
+
+def _feature_collection(items: list[dict[str, Any]], geometry_property: str) -> dict[str, Any]:
+    return {
+        "type": "FeatureCollection",
+        "features": [_feature(i, geometry_property) for i in items],
+    }
 
 
 def _paging(request: Request) -> tuple[int, int, bool]:
@@ -214,20 +231,13 @@ def _query_from_params(request: Request, tm: TermMap) -> Query:
         limit=limit,
         offset=offset,
         count=count,
+        order_by=params.get("orderBy"),
     )
     local = (params.get("local") or "").lower() == "true"
     if not local and not any(
-        (
-            query.ids,
-            query.id_pattern,
-            query.type_expression,
-            query.attrs,
-            query.q,
-            query.geo,
-            query.scope_q,
-        )
+        (query.type_expression, query.attrs, query.q, query.geo, query.scope_q)
     ):
-        raise bad_request("Give at least one of type, id, idPattern, attrs, q, geo-query or scopeQ")
+        raise bad_request("Give at least one of type, attrs, q, a geo-query or scopeQ")
     return query
 
 
@@ -290,11 +300,10 @@ def _pattern(raw: str | None) -> str | None:
 def retrieve_entity(request: Request, scope: ReadScope, entity_id: str) -> Response:
     check_uri(entity_id, "Entity id")
     tm = _request_tm(request)
-    how = rendering(request, tm)
+    how = rendering(request.query_params, tm)
     entity = _broker(request).retrieve(scope, tm, entity_id, how)
-    if accepted(request) == GEO_JSON:
-        geoproperty = request.query_params.get("geoproperty", "location")
-        entity = _feature_collection([entity], geoproperty)["features"][0]
+    if accepted(request) == GEO_JSON and isinstance(entity, dict):
+        entity = _feature(entity, _geometry_property(request))
     return json_response(request, entity, tm)
 
 

@@ -8,6 +8,7 @@ operations validate every entity first and report per-entity errors as the spec 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class Query:
     limit: int = 20
     offset: int = 0
     count: bool = False
+    order_by: str | None = None
 
 
 @dataclass
@@ -124,12 +126,19 @@ class Broker:
         tm: TermMap,
         entity_id: str,
         how: Rendering,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        """One entity; with ``join=flat`` a list: the entity, then the entities it links to."""
         with self.engine.connect() as conn:
             row = store.load(conn, scope, entity_id)
-        if row is None:
-            raise not_found(f"Entity {entity_id} not found")
-        return _render(row, tm, how)
+            if row is None:
+                raise not_found(f"Entity {entity_id} not found")
+            if how.attrs is not None and not how.attrs & row.attrs.keys():
+                raise not_found(f"Entity {entity_id} has none of the requested attributes")
+            rendered = _render_linked(conn, scope, tm, [row], how)
+        if not rendered[0]:
+            raise not_found(f"Nothing of entity {entity_id} is left after pick / omit")
+        # With join=flat the linked entities follow; with none linked it stays one entity.
+        return rendered if len(rendered) > 1 else rendered[0]
 
     def replace(self, scope: TenantScope, tm: TermMap, entity_id: str, body: Any) -> None:
         now = self._now()
@@ -453,7 +462,7 @@ class Broker:
 
     def query(self, scope: TenantScope, tm: TermMap, query: Query, how: Rendering) -> QueryResult:
         stmt = store.base_select(scope).where(*self._conditions(scope, tm, query))
-        stmt = stmt.order_by(entities.c.pk)
+        stmt = stmt.order_by(*self._ordering(tm, query.order_by), entities.c.pk)
         with self.engine.connect() as conn:
             if query.geo is None:
                 total = None
@@ -469,7 +478,8 @@ class Broker:
                 found = [store.to_row(r) for r in rows]
             else:
                 found, total = self._geo_page(conn, stmt, tm, query)
-        return QueryResult([_render(r, tm, how) for r in found], total)
+            rendered = _render_linked(conn, scope, tm, found, how)
+        return QueryResult([e for e in rendered if e], total)
 
     def _geo_page(
         self, conn: Connection, stmt: Any, tm: TermMap, query: Query
@@ -529,6 +539,34 @@ class Broker:
                 conditions.append(clause)
         return conditions
 
+    def _ordering(self, tm: TermMap, order_by: str | None) -> list[Any]:
+        """orderBy: ``member[;asc|desc]`` terms, comma-separated (NGSI-LD 1.8)."""
+        columns = {
+            "id": entities.c.id,
+            "type": entities.c.type,
+            "createdAt": entities.c.created_at,
+            "modifiedAt": entities.c.modified_at,
+        }
+        ordering = []
+        for term in (order_by or "").split(",") if order_by else []:
+            path, _, direction = term.strip().partition(";")
+            if direction not in ("", "asc", "desc") or not path:
+                raise bad_request(f"Invalid orderBy term {term!r}")
+            if path in columns:
+                column = columns[path]
+            else:
+                first, *rest = path.split(".")
+                keys: list[str | int] = [tm.expand(check_name(first)), 0]
+                for part in rest:
+                    keys.append(
+                        part if part in store.INSTANCE_META else tm.expand(check_name(part))
+                    )
+                if not rest or rest[-1] not in store.INSTANCE_META:
+                    keys.append("value")
+                column = store.attribute_value_path(entities.c.attrs, keys, self._dialect)
+            ordering.append(column.desc() if direction == "desc" else column.asc())
+        return ordering
+
     # --- discovery -----------------------------------------------------------------
 
     def type_names(self, scope: TenantScope) -> list[str]:
@@ -582,6 +620,62 @@ def _writable(scope: TenantScope) -> TenantScope:
 
 def _stream(conn: Connection, stmt: Any) -> Iterator[Any]:
     yield from conn.execution_options(yield_per=500).execute(stmt)
+
+
+def _render_linked(
+    conn: Connection, scope: TenantScope, tm: TermMap, rows: list[store.Row], how: Rendering
+) -> list[dict[str, Any]]:
+    """Render rows; with ``join``, also the entities their relationships point to.
+
+    Level by level up to ``join_level``: ``inline`` puts each linked entity under its
+    relationship ("entity", or in place of the object for keyValues); ``flat`` appends
+    each linked entity once after the results. Only relationships that survive
+    pick/omit are followed; a nested projection (``locatedAt{id,name}``) shapes the
+    linked entity.
+    """
+    rendered = [_render(r, tm, how) for r in rows]
+    if how.join is None:
+        return rendered
+    seen = {r.id for r in rows}
+    extra: list[dict[str, Any]] = []
+    frontier = [(row, out, how) for row, out in zip(rows, rendered, strict=True)]
+    for _ in range(how.join_level):
+        links = []
+        for row, out, shape in frontier:
+            for iri, instances in row.attrs.items():
+                name = tm.compact(iri)
+                if name not in out:
+                    continue
+                nested = dataclasses.replace(
+                    shape,
+                    attrs=None,
+                    pick=shape.pick.nested(name) if shape.pick else None,
+                    omit=shape.omit.nested(name) if shape.omit else None,
+                )
+                for index, inst in enumerate(instances):
+                    if inst.get("type") == "Relationship" and isinstance(inst.get("object"), str):
+                        links.append((out, name, index, len(instances), inst["object"], nested))
+        targets = store.load_many(conn, scope, [link[4] for link in links])
+        frontier = []
+        for out, name, index, count, target, nested in links:
+            row = targets.get(target)
+            if row is None:
+                continue
+            linked = _render(row, tm, nested)
+            frontier.append((row, linked, nested))
+            if how.join == "flat":
+                if row.id not in seen:
+                    seen.add(row.id)
+                    extra.append(linked)
+            elif how.format == "keyValues":
+                out[name] = linked
+            else:
+                holder = out[name][index] if count > 1 else out[name]
+                if isinstance(holder, dict):
+                    holder["entity"] = linked
+        if not frontier:
+            break
+    return rendered + extra
 
 
 def _render(row: store.Row, tm: TermMap, how: Rendering) -> dict[str, Any]:

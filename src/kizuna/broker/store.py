@@ -241,5 +241,19 @@ def has_any_attribute(attrs_col: Any, iris: Sequence[str], dialect: str) -> Colu
 
 
 def _json_key_path(iri: str) -> str:
-    escaped = iri.replace("\\", "\\\\").replace('"', '\\"')
-    return f'$."{escaped}"'
+    return "$." + _quoted(iri)
+
+
+INSTANCE_META = frozenset({"createdAt", "modifiedAt", "observedAt", "unitCode", "datasetId"})
+
+
+def attribute_value_path(attrs_col: Any, keys: Sequence[str | int], dialect: str) -> Any:
+    """The JSON value at ``keys`` inside ``attrs``, comparable and sortable in SQL."""
+    if dialect == "postgresql":
+        return attrs_col.op("#>")(array([str(k) for k in keys]))
+    path = "$" + "".join(f"[{k}]" if isinstance(k, int) else "." + _quoted(k) for k in keys)
+    return func.json_extract(attrs_col, path)
+
+
+def _quoted(key: str) -> str:
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
