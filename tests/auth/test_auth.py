@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import jwt
 import pytest
@@ -26,14 +28,27 @@ def town(engine) -> str:
 
 
 @pytest.fixture
-def oidc_key(tmp_path):
-    """A locally generated RSA key and its JWKS, served to Kizuna from a file URL."""
+def oidc_key():
+    """A locally generated RSA key; its JWKS is served on loopback like a Keycloak realm."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     public.update(kid="test-key", use="sig", alg="RS256")
-    path = tmp_path / "jwks.json"
-    path.write_text(json.dumps({"keys": [public]}))
-    return key, path.as_uri()
+    body = json.dumps({"keys": [public]}).encode()
+
+    class Jwks(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Jwks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield key, f"http://127.0.0.1:{server.server_port}/realms/kizuna/protocol/openid-connect/certs"
+    server.shutdown()
 
 
 @pytest.fixture

@@ -123,6 +123,9 @@ def test_attribute_operations(client):
         f"{url}/attrs", json={"capacity": {"type": "Property", "value": 350}, "ghost": {"value": 1}}
     )
     assert r.status_code == 207 and r.json()["updated"] == ["capacity"]
+    # PATCH /attrs replaced the whole attribute (its unitCode went with it); a partial
+    # update keeps what it does not mention.
+    client.patch(f"{url}/attrs/capacity", json={"unitCode": "IE"})
     r = client.patch(f"{url}/attrs/capacity", json={"value": 360})
     assert r.status_code == 204
     got = client.get(url).json()["capacity"]
@@ -239,11 +242,15 @@ def test_query_filters_and_pagination(client):
     assert len(ids(type="EvacuationShelter")) == 25
     assert len(ids(type="EvacuationShelter,AED")) == 26
     assert ids(type="EvacuationShelter;AED") == []
-    assert ids(id="urn:ngsi-ld:AED:1,urn:ngsi-ld:EvacuationShelter:002") == [
+    assert ids(
+        type="AED,EvacuationShelter", id="urn:ngsi-ld:AED:1,urn:ngsi-ld:EvacuationShelter:002"
+    ) == [
         "urn:ngsi-ld:EvacuationShelter:002",
         "urn:ngsi-ld:AED:1",
     ]
-    assert len(ids(idPattern="^urn:ngsi-ld:EvacuationShelter:00[1-3]$")) == 3
+    assert (
+        len(ids(type="EvacuationShelter", idPattern="^urn:ngsi-ld:EvacuationShelter:00[1-3]$")) == 3
+    )
     assert len(ids(type="EvacuationShelter", q="level==2")) == 8
     assert len(ids(q="level==2")) == 9
     assert len(ids(type="EvacuationShelter", q="capacity>=2000;level!=0")) == 4
@@ -260,6 +267,7 @@ def test_query_filters_and_pagination(client):
     assert only_count.json() == [] and only_count.headers["NGSILD-Results-Count"] == "1"
     assert client.get(f"{BASE}/entities", params={"type": "AED", "limit": 5000}).status_code == 403
     assert client.get(f"{BASE}/entities").status_code == 400
+    assert client.get(f"{BASE}/entities", params={"id": "urn:ngsi-ld:AED:1"}).status_code == 400
 
     post = client.post(
         f"{BASE}/entityOperations/query",

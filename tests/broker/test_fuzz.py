@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
+import tempfile
+from pathlib import Path
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -10,18 +12,10 @@ from schemathesis.checks import not_a_server_error
 from kizuna.app import create_app
 from kizuna.settings import Settings
 
-
-@pytest.fixture(scope="module")
-def api_schema(tmp_path_factory):
-    app = create_app(
-        Settings(
-            data_dir=tmp_path_factory.mktemp("fuzz"), open_access=True, context_fetch_enabled=False
-        )
-    )
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
-
-
-schema = schemathesis.pytest.from_fixture("api_schema")
+_app = create_app(
+    Settings(data_dir=Path(tempfile.mkdtemp()), open_access=True, context_fetch_enabled=False)
+)
+schema = schemathesis.openapi.from_asgi("/openapi.json", _app)
 
 
 @schema.parametrize()

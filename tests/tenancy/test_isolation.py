@@ -40,8 +40,8 @@ def test_tenants_are_isolated_through_every_endpoint(engine, tmp_path):
         assert in_b.get(url).status_code == 404
         for params in (
             {"type": "AED"},
-            {"id": ENTITY["id"]},
-            {"idPattern": ".*secret"},
+            {"type": "AED", "id": ENTITY["id"]},
+            {"type": "AED", "idPattern": ".*secret"},
             {"q": "note"},
             {"attrs": "note"},
             {

@@ -236,7 +236,7 @@ def has_any_attribute(attrs_col: Any, iris: Sequence[str], dialect: str) -> Colu
     if not iris:
         return true()
     if dialect == "postgresql":
-        return attrs_col.has_any(array(list(iris)))
+        return attrs_col.op("?|")(array(list(iris)))
     return or_(*(func.json_type(attrs_col, _json_key_path(iri)).is_not(None) for iri in iris))
 
 

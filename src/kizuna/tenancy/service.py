@@ -120,6 +120,11 @@ class TenantDirectory:
         if not _TENANT_NAME.match(tenant_id):
             raise invalid_request(f"Invalid tenant id {tenant_id!r}")
         with writer(self._engine).begin() as conn:
+            if (
+                region_id is not None
+                and not conn.execute(select(regions.c.id).where(regions.c.id == region_id)).first()
+            ):
+                raise invalid_request(f"No region {region_id!r}")
             if not conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id)).first():
                 conn.execute(
                     insert(tenants).values(
