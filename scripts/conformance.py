@@ -12,6 +12,7 @@ suite's host/port variables, and prints pass/fail per test plus a total.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -48,13 +49,15 @@ def suite_python(suite: Path) -> Path:
     return python
 
 
-def start_server(port: int, db: str, workdir: Path) -> tuple[subprocess.Popen, str | None]:
+def start_server(
+    port: int, db: str, workdir: Path, extra: dict[str, str]
+) -> tuple[subprocess.Popen, str | None]:
     env = dict(os.environ)
     env.update(
         KIZUNA_OPEN_ACCESS="true",
         KIZUNA_DATA_DIR=str(workdir),
         KIZUNA_PORT=str(port),
-        KIZUNA_CONTEXT_PRELOAD=f'{{"{ETSI_CONTEXT_BASE}": "{SHARED_CONTEXTS}"}}',
+        KIZUNA_CONTEXT_PRELOAD=json.dumps({ETSI_CONTEXT_BASE: str(SHARED_CONTEXTS), **extra}),
     )
     schema = None
     if db == "postgresql":
@@ -103,13 +106,21 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--port", type=int, default=9090)
     parser.add_argument("--out", type=Path, default=None, help="where Robot writes its reports")
+    parser.add_argument(
+        "--extra-context",
+        action="append",
+        default=[],
+        metavar="URL_PREFIX=DIR",
+        help="also preload @context documents (some suite data refers to contexts not in shared/)",
+    )
     parser.add_argument("selection", nargs="*", default=DEFAULT_SELECTION)
     args = parser.parse_args()
     suite = args.suite.resolve()
     python = suite_python(suite)
     workdir = Path(tempfile.mkdtemp(prefix="kizuna-conformance-"))
     out = (args.out or workdir / "robot").resolve()
-    server, schema = start_server(args.port, args.db, workdir)
+    extra = dict(item.split("=", 1) for item in args.extra_context)
+    server, schema = start_server(args.port, args.db, workdir, extra)
     try:
         base = f"http://127.0.0.1:{args.port}/ngsi-ld/v1"
         subprocess.run(
