@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, and_, exists, func, literal_column, o
 from sqlalchemy.exc import IntegrityError
 
 from kizuna.broker import geo, store
+from kizuna.broker.batching import GroupCommitter
 from kizuna.broker.context import ContextStore, TermMap
 from kizuna.broker.models import entities, entity_types
 from kizuna.broker.ngsild import (
@@ -87,12 +88,17 @@ class Broker:
         self.engine = engine
         self.contexts = contexts
         self._writer = writer(engine)
+        self._committer = GroupCommitter(self._writer)
         self._dialect = engine.dialect.name
 
     # --- transactions --------------------------------------------------------------
 
     def _write(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in a write transaction, retrying when a concurrent insert won a race."""
+        """A single-entity write, group-committed with concurrent ones."""
+        return self._committer.submit(work)
+
+    def _write_batch(self, work: Callable[[Connection], T]) -> T:
+        """A batch operation in its own transaction, retried when a concurrent insert won a race."""
         for attempt in range(_RETRIES_ON_RACE):
             try:
                 with self._writer.begin() as conn:
@@ -326,7 +332,7 @@ class Broker:
             out.created = list(fresh)
             return out
 
-        return self._write(work)
+        return self._write_batch(work)
 
     def batch_upsert(
         self, scope: TenantScope, tm_for: TermMapOf, body: Any, *, replace: bool
@@ -357,7 +363,7 @@ class Broker:
             out.created = list(fresh)
             return out
 
-        return self._write(work)
+        return self._write_batch(work)
 
     def batch_update(
         self, scope: TenantScope, tm_for: TermMapOf, body: Any, *, overwrite: bool
@@ -396,7 +402,7 @@ class Broker:
             store.update_many(conn, scope, list(changed.values()), now)
             return out
 
-        return self._write(work)
+        return self._write_batch(work)
 
     def batch_merge(self, scope: TenantScope, tm_for: TermMapOf, body: Any) -> BatchResult:
         now = self._now()
@@ -428,7 +434,7 @@ class Broker:
             store.update_many(conn, scope, list(changed.values()), now)
             return out
 
-        return self._write(work)
+        return self._write_batch(work)
 
     def batch_delete(self, scope: TenantScope, body: Any) -> BatchResult:
         if not isinstance(body, list) or not body:
@@ -456,7 +462,7 @@ class Broker:
             store.delete_many(conn, scope, [existing[i].pk for i in result.success])
             return result
 
-        return self._write(work)
+        return self._write_batch(work)
 
     # --- query ---------------------------------------------------------------------
 

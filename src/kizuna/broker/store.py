@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Connection,
     Select,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     true,
     update,
 )
@@ -113,8 +116,10 @@ def insert_many(
     """Insert entities; returns their primary keys by id."""
     if not new:
         return {}
+    allocated = _allocate_pks(conn, len(new))
     rows = [
         {
+            "pk": pk,
             "tenant": scope.tenant,
             "id": e.id,
             "type": e.types[0],
@@ -124,13 +129,10 @@ def insert_many(
             "created_at": now,
             "modified_at": now,
         }
-        for e in new
+        for pk, e in zip(allocated, new, strict=True)
     ]
-    result = conn.execute(
-        insert(entities).returning(entities.c.pk, entities.c.id, sort_by_parameter_order=True),
-        rows,
-    )
-    pks = {r.id: r.pk for r in result}
+    _bulk_insert(conn, entities, rows)
+    pks = {e.id: pk for pk, e in zip(allocated, new, strict=True)}
     _write_types(conn, scope, [(pks[e.id], e.types) for e in new if len(e.types) > 1])
     _write_geo(conn, scope, [(pks[e.id], e.attrs) for e in new])
     return pks
@@ -187,6 +189,47 @@ def delete_many(conn: Connection, scope: TenantScope, pks: Sequence[int]) -> Non
     conn.execute(delete(entities).where(entities.c.tenant == scope.tenant, entities.c.pk.in_(pks)))
 
 
+def _allocate_pks(conn: Connection, count: int) -> list[int]:
+    """Primary keys for ``count`` new entities, so their index rows need no RETURNING."""
+    if conn.dialect.name == "postgresql":
+        return list(
+            conn.execute(
+                text(
+                    "SELECT nextval(pg_get_serial_sequence('broker_entities', 'pk')) "
+                    "FROM generate_series(1, :n)"
+                ),
+                {"n": count},
+            ).scalars()
+        )
+    # SQLite writers hold the database write lock (BEGIN IMMEDIATE), so max + 1 is ours.
+    top = conn.execute(select(func.coalesce(func.max(entities.c.pk), 0))).scalar_one()
+    return list(range(top + 1, top + 1 + count))
+
+
+def _bulk_insert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Many rows at once: COPY on PostgreSQL (several times faster than INSERTs)."""
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), rows)
+        return
+    columns = list(rows[0])
+    json_columns = {c.name for c in table.columns if c.name in columns and _is_json(c)}
+    cursor = conn.connection.dbapi_connection.cursor()
+    with cursor, cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    orjson.dumps(row[c]).decode()
+                    if c in json_columns and row[c] is not None
+                    else row[c]
+                    for c in columns
+                ]
+            )
+
+
+def _is_json(column: Any) -> bool:
+    return isinstance(column.type, JSON)
+
+
 def _bind(name: str, type_: Any = None) -> Any:
     return bindparam(name, type_=type_)
 
@@ -196,7 +239,7 @@ def _write_types(conn: Connection, scope: TenantScope, items: list[tuple[int, li
         {"tenant": scope.tenant, "type": t, "entity_pk": pk} for pk, types in items for t in types
     ]
     if rows:
-        conn.execute(insert(entity_types), rows)
+        _bulk_insert(conn, entity_types, rows)
 
 
 def _geo_part(attrs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, Any]]:
@@ -228,7 +271,7 @@ def _write_geo(
                 }
             )
     if rows:
-        conn.execute(insert(geo_index), rows)
+        _bulk_insert(conn, geo_index, rows)
 
 
 def has_any_attribute(attrs_col: Any, iris: Sequence[str], dialect: str) -> ColumnElement[bool]:

@@ -1,0 +1,103 @@
+"""Group commit for single-entity writes: many concurrent requests, one transaction.
+
+Each request's work runs in a shared transaction on one writer thread, and all of them
+are acknowledged after its single COMMIT, so the per-request cost of BEGIN / COMMIT and
+the disk flush is shared (batching is where write speed comes from). Work functions
+validate before they write, so a :class:`Problem` raised by one leaves the others' writes
+intact; any other error (a lost race on a unique key, a dropped connection) makes the
+batch run again one request at a time, so one request's failure never fails another.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from kizuna.problems import Problem
+
+T = TypeVar("T")
+log = logging.getLogger("kizuna.broker")
+_MAX_BATCH = 128
+_RETRIES_ON_RACE = 3
+
+
+class GroupCommitter:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._queue: queue.SimpleQueue[tuple[Callable[[Connection], Any], Future]] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name="kizuna-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a write transaction; returns once it is committed."""
+        future: Future = Future()
+        self._queue.put((work, future))
+        return future.result()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._execute(batch)
+
+    def _execute(self, batch: list[tuple[Callable[[Connection], Any], Future]]) -> None:
+        try:
+            outcomes = self._in_one_transaction(batch)
+        except Exception as exc:  # noqa: BLE001 - isolate every request, then report
+            if len(batch) > 1:
+                for item in batch:
+                    self._execute([item])
+                return
+            work, future = batch[0]
+            self._settle_alone(work, future, exc)
+            return
+        for (_, future), (value, problem) in zip(batch, outcomes, strict=True):
+            if problem is None:
+                future.set_result(value)
+            else:
+                future.set_exception(problem)
+
+    def _in_one_transaction(
+        self, batch: list[tuple[Callable[[Connection], Any], Future]]
+    ) -> list[tuple[Any, Problem | None]]:
+        outcomes: list[tuple[Any, Problem | None]] = []
+        with self._engine.begin() as conn:
+            for work, _ in batch:
+                try:
+                    outcomes.append((work(conn), None))
+                except Problem as problem:
+                    outcomes.append((None, problem))
+        return outcomes
+
+    def _settle_alone(
+        self, work: Callable[[Connection], Any], future: Future, error: Exception
+    ) -> None:
+        """A lone request that failed: retry a lost race (the retry sees the winner)."""
+        for _ in range(_RETRIES_ON_RACE):
+            if not isinstance(error, IntegrityError):
+                break
+            try:
+                [(value, problem)] = self._in_one_transaction([(work, future)])
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+                continue
+            if problem is None:
+                future.set_result(value)
+            else:
+                future.set_exception(problem)
+            return
+        log.error("write failed: %s", error)
+        future.set_exception(error)
