@@ -31,16 +31,16 @@ _RETRIES_ON_RACE = 3
 class GroupCommitter:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._queue: queue.SimpleQueue[tuple[Callable[[Connection], Any], Future]] = (
+        self._queue: queue.SimpleQueue[tuple[str, Callable[[Connection], Any], Future]] = (
             queue.SimpleQueue()
         )
         self._thread = threading.Thread(target=self._run, name="kizuna-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in a write transaction; returns once it is committed."""
+    def submit(self, key: str, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` (which writes the entity ``key``) and return once it is committed."""
         future: Future = Future()
-        self._queue.put((work, future))
+        self._queue.put((key, work, future))
         return future.result()
 
     def _run(self) -> None:
@@ -51,7 +51,9 @@ class GroupCommitter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._execute(batch)
+            # Rows are locked in key order in every process, so two batches never deadlock.
+            batch.sort(key=lambda item: item[0])
+            self._execute([(work, future) for _, work, future in batch])
 
     def _execute(self, batch: list[tuple[Callable[[Connection], Any], Future]]) -> None:
         try:

@@ -93,9 +93,9 @@ class Broker:
 
     # --- transactions --------------------------------------------------------------
 
-    def _write(self, work: Callable[[Connection], T]) -> T:
+    def _write(self, entity_id: str, work: Callable[[Connection], T]) -> T:
         """A single-entity write, group-committed with concurrent ones."""
-        return self._committer.submit(work)
+        return self._committer.submit(entity_id, work)
 
     def _write_batch(self, work: Callable[[Connection], T]) -> T:
         """A batch operation in its own transaction, retried when a concurrent insert won a race."""
@@ -124,7 +124,7 @@ class Broker:
             store.insert_many(conn, scope, [entity], now)
             return entity.id
 
-        return self._write(work)
+        return self._write(entity.id, work)
 
     def retrieve(
         self,
@@ -158,14 +158,14 @@ class Broker:
             old = self._existing(conn, scope, entity_id)
             store.update_many(conn, scope, [(old, entity)], now)
 
-        self._write(work)
+        self._write(entity_id, work)
 
     def delete(self, scope: TenantScope, entity_id: str) -> None:
         def work(conn: Connection) -> None:
             old = self._existing(conn, scope, entity_id)
             store.delete_many(conn, scope, [old.pk])
 
-        self._write(work)
+        self._write(entity_id, work)
 
     def _existing(self, conn: Connection, scope: TenantScope, entity_id: str) -> store.Row:
         row = store.load(conn, scope, entity_id, lock=True)
@@ -188,7 +188,7 @@ class Broker:
             store.update_many(conn, scope, [(old, Entity(old.id, types, old.scopes, attrs))], now)
             return result
 
-        return self._write(work)
+        return self._write(entity_id, work)
 
     def update_attributes(
         self, scope: TenantScope, tm: TermMap, entity_id: str, fragment: Any
@@ -204,7 +204,7 @@ class Broker:
             )
             return result
 
-        return self._write(work)
+        return self._write(entity_id, work)
 
     def partial_update_attribute(
         self, scope: TenantScope, tm: TermMap, entity_id: str, attr: str, fragment: Any
@@ -232,7 +232,7 @@ class Broker:
                 conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now
             )
 
-        self._write(work)
+        self._write(entity_id, work)
 
     def replace_attribute(
         self, scope: TenantScope, tm: TermMap, entity_id: str, attr: str, fragment: Any
@@ -254,7 +254,7 @@ class Broker:
                 conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now
             )
 
-        self._write(work)
+        self._write(entity_id, work)
 
     def delete_attribute(
         self,
@@ -290,7 +290,7 @@ class Broker:
                 conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now
             )
 
-        self._write(work)
+        self._write(entity_id, work)
 
     def merge(self, scope: TenantScope, tm: TermMap, entity_id: str, body: Any) -> None:
         now = self._now()
@@ -304,7 +304,7 @@ class Broker:
             old = self._existing(conn, scope, entity_id)
             store.update_many(conn, scope, [(old, _merged(old, patch))], now)
 
-        self._write(work)
+        self._write(entity_id, work)
 
     # --- batch ---------------------------------------------------------------------
 
