@@ -16,6 +16,14 @@ SHARED_CONTEXTS = Path(__file__).resolve().parents[3] / "shared" / "ngsi-ld-test
 
 
 @pytest.fixture
+def suite_contexts() -> Path:
+    """The ETSI suite's @context documents, which live in ../shared beside the repository."""
+    if not SHARED_CONTEXTS.exists():
+        pytest.skip(f"{SHARED_CONTEXTS} not found: clone the repository beside ../shared")
+    return SHARED_CONTEXTS
+
+
+@pytest.fixture
 def settings(tmp_path) -> Settings:
     preload = {ETSI_TEST_CONTEXT_BASE: SHARED_CONTEXTS} if SHARED_CONTEXTS.exists() else {}
     return Settings(

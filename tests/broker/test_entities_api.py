@@ -77,7 +77,7 @@ def test_representations(client):
     assert client.get(url, params={"pick": "name", "omit": "name"}).status_code == 400
 
 
-def test_context_from_link_header_and_body(client):
+def test_context_from_link_header_and_body(client, suite_contexts):
     body = {
         "id": "urn:ngsi-ld:Building:ctx1",
         "type": "Building",
