@@ -244,10 +244,7 @@ def test_query_filters_and_pagination(client):
     assert ids(type="EvacuationShelter;AED") == []
     assert ids(
         type="AED,EvacuationShelter", id="urn:ngsi-ld:AED:1,urn:ngsi-ld:EvacuationShelter:002"
-    ) == [
-        "urn:ngsi-ld:EvacuationShelter:002",
-        "urn:ngsi-ld:AED:1",
-    ]
+    ) == ["urn:ngsi-ld:AED:1", "urn:ngsi-ld:EvacuationShelter:002"]  # ordered by id
     assert (
         len(ids(type="EvacuationShelter", idPattern="^urn:ngsi-ld:EvacuationShelter:00[1-3]$")) == 3
     )

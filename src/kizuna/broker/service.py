@@ -468,7 +468,9 @@ class Broker:
 
     def query(self, scope: TenantScope, tm: TermMap, query: Query, how: Rendering) -> QueryResult:
         stmt = store.base_select(scope).where(*self._conditions(scope, tm, query))
-        stmt = stmt.order_by(*self._ordering(tm, query.order_by), entities.c.pk)
+        # Ordered by id by default: the (tenant, type, id) and (tenant, id) indexes then
+        # return a page without sorting every match, however many there are.
+        stmt = stmt.order_by(*self._ordering(tm, query.order_by), entities.c.id)
         with self.engine.connect() as conn:
             if query.geo is None:
                 total = None
