@@ -17,28 +17,22 @@ from kizuna.broker.context import TermMap
 from kizuna.broker.projection import Projection, apply_omit, apply_pick
 from kizuna.problems import Problem, bad_request
 
-# Keys of an attribute instance that are NGSI-LD core members, not sub-attributes.
-INSTANCE_KEYS = frozenset(
-    {
-        "type",
-        "value",
-        "object",
-        "objectList",
-        "languageMap",
-        "valueList",
-        "vocab",
-        "json",
-        "observedAt",
-        "unitCode",
-        "datasetId",
-        "createdAt",
-        "modifiedAt",
-        "deletedAt",
-        "objectType",
-        "instanceId",
-        "lang",
-    }
+# Members of an attribute instance that carry its type and value.
+VALUE_KEYS = frozenset(
+    {"type", "value", "object", "objectList", "languageMap", "valueList", "vocab", "json"}
 )
+# Keys of an attribute instance that are NGSI-LD core members, not sub-attributes.
+INSTANCE_KEYS = VALUE_KEYS | {
+    "observedAt",
+    "unitCode",
+    "datasetId",
+    "createdAt",
+    "modifiedAt",
+    "deletedAt",
+    "objectType",
+    "instanceId",
+    "lang",
+}
 SYSTEM_KEYS = ("createdAt", "modifiedAt", "deletedAt")
 ENTITY_RESERVED = frozenset(
     {"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt"}
@@ -276,16 +270,7 @@ def _instance(iri: str, raw: Any, tm: TermMap, now: str, allow_null: bool) -> di
     out: dict[str, Any] = {"type": kind}
     _core_value(iri, kind, raw, out, tm)
     for key, item in raw.items():
-        if key in (
-            "type",
-            "value",
-            "object",
-            "objectList",
-            "languageMap",
-            "valueList",
-            "vocab",
-            "json",
-        ):
+        if key in VALUE_KEYS:
             continue
         if key in SYSTEM_KEYS or key == "instanceId":
             continue  # system-generated; clients cannot set them

@@ -424,55 +424,45 @@ def _batch_response(request: Request, result: BatchResult, *, created_status: bo
     return _no_content(request)
 
 
-@router.post("/entityOperations/create")
-async def batch_create(request: Request, scope: WriteScope) -> Response:
+async def _batch(
+    request: Request, scope: Any, operation: str, *, created_status: bool, **options: Any
+) -> Response:
     body = await read_json(request)
     broker = _broker(request)
     result = await run_in_threadpool(
-        broker.batch_create, scope, term_map_of_item(broker.contexts, request), body
+        getattr(broker, operation),
+        scope,
+        term_map_of_item(broker.contexts, request),
+        body,
+        **options,
     )
-    return _batch_response(request, result, created_status=True)
+    return _batch_response(request, result, created_status=created_status)
+
+
+@router.post("/entityOperations/create")
+async def batch_create(request: Request, scope: WriteScope) -> Response:
+    return await _batch(request, scope, "batch_create", created_status=True)
 
 
 @router.post("/entityOperations/upsert")
 async def batch_upsert(request: Request, scope: WriteScope) -> Response:
-    body = await read_json(request)
-    broker = _broker(request)
     update_mode = has_option(request, "update")
     if update_mode and has_option(request, "replace"):
         raise bad_request("options=replace and options=update exclude each other")
-    result = await run_in_threadpool(
-        broker.batch_upsert,
-        scope,
-        term_map_of_item(broker.contexts, request),
-        body,
-        replace=not update_mode,
+    return await _batch(
+        request, scope, "batch_upsert", created_status=True, replace=not update_mode
     )
-    return _batch_response(request, result, created_status=True)
 
 
 @router.post("/entityOperations/update")
 async def batch_update(request: Request, scope: WriteScope) -> Response:
-    body = await read_json(request)
-    broker = _broker(request)
-    result = await run_in_threadpool(
-        broker.batch_update,
-        scope,
-        term_map_of_item(broker.contexts, request),
-        body,
-        overwrite=not has_option(request, "noOverwrite"),
-    )
-    return _batch_response(request, result, created_status=False)
+    overwrite = not has_option(request, "noOverwrite")
+    return await _batch(request, scope, "batch_update", created_status=False, overwrite=overwrite)
 
 
 @router.post("/entityOperations/merge")
 async def batch_merge(request: Request, scope: WriteScope) -> Response:
-    body = await read_json(request)
-    broker = _broker(request)
-    result = await run_in_threadpool(
-        broker.batch_merge, scope, term_map_of_item(broker.contexts, request), body
-    )
-    return _batch_response(request, result, created_status=False)
+    return await _batch(request, scope, "batch_merge", created_status=False)
 
 
 @router.post("/entityOperations/delete")
