@@ -467,11 +467,11 @@ class Broker:
     # --- query ---------------------------------------------------------------------
 
     def query(self, scope: TenantScope, tm: TermMap, query: Query, how: Rendering) -> QueryResult:
-        stmt = store.base_select(scope).where(*self._conditions(scope, tm, query))
-        # Ordered by id by default: the (tenant, type, id) and (tenant, id) indexes then
-        # return a page without sorting every match, however many there are.
-        stmt = stmt.order_by(*self._ordering(tm, query.order_by), entities.c.id)
         with self.engine.connect() as conn:
+            stmt = store.base_select(scope).where(*self._conditions(conn, scope, tm, query))
+            # Ordered by id by default: the (tenant, type, id) and (tenant, id) indexes then
+            # return a page without sorting every match, however many there are.
+            stmt = stmt.order_by(*self._ordering(tm, query.order_by), entities.c.id)
             if query.geo is None:
                 total = None
                 if query.count:
@@ -511,7 +511,9 @@ class Broker:
                 break
         return page, (seen if query.count else None)
 
-    def _conditions(self, scope: TenantScope, tm: TermMap, query: Query) -> list[Any]:
+    def _conditions(
+        self, conn: Connection, scope: TenantScope, tm: TermMap, query: Query
+    ) -> list[Any]:
         conditions: list[Any] = []
         if query.ids:
             conditions.append(entities.c.id.in_(query.ids))
@@ -522,7 +524,7 @@ class Broker:
                 compile_type_expression(
                     query.type_expression,
                     tm.expand,
-                    lambda ts: store.type_in(scope, ts),
+                    lambda ts: store.type_in(scope, ts, conn),
                     lambda ts: _has_all_types(scope, ts),
                 )
             )

@@ -72,10 +72,18 @@ def visible(scope: TenantScope) -> ColumnElement[bool]:
     return condition
 
 
-def type_in(scope: TenantScope, types: Sequence[str]) -> ColumnElement[bool]:
-    """Entities having any of ``types`` (multi-typed entities through broker_entity_types)."""
+def type_in(
+    scope: TenantScope, types: Sequence[str], conn: Connection | None = None
+) -> ColumnElement[bool]:
+    """Entities having any of ``types`` (multi-typed entities through broker_entity_types).
+
+    Given a connection, the multi-typed side is left out when no such entity exists, so
+    the plain condition lets the (tenant, type, id) index serve pages in order.
+    """
     if not types:
         return false()
+    if conn is not None and not _any_multi_typed(conn, scope, types):
+        return entities.c.type.in_(types)
     return or_(
         entities.c.type.in_(types),
         entities.c.pk.in_(
@@ -84,6 +92,15 @@ def type_in(scope: TenantScope, types: Sequence[str]) -> ColumnElement[bool]:
             )
         ),
     )
+
+
+def _any_multi_typed(conn: Connection, scope: TenantScope, types: Sequence[str]) -> bool:
+    found = conn.execute(
+        select(entity_types.c.entity_pk)
+        .where(entity_types.c.tenant == scope.tenant, entity_types.c.type.in_(types))
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def base_select(scope: TenantScope) -> Select:
