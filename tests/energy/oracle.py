@@ -16,12 +16,11 @@ def round_half_up(units: int, per: int = UNITS_PER_YEN) -> int:
     return sign * ((abs(units) + per // 2) // per)
 
 
-def allocate_slot(demand: list[int], g: int, method: str, cap: tuple[int, int], order: list[int]) -> list[int]:
+def allocate_slot(
+    demand: list[int], g: int, method: str, cap: tuple[int, int], order: list[int]
+) -> list[int]:
     n = len(demand)
-    if method == "capped":
-        eligible = [d * cap[0] // cap[1] for d in demand]
-    else:
-        eligible = list(demand)
+    eligible = [d * cap[0] // cap[1] for d in demand] if method == "capped" else list(demand)
     if method == "priority":
         supplied = [0] * n
         remaining = g
@@ -41,8 +40,16 @@ def allocate_slot(demand: list[int], g: int, method: str, cap: tuple[int, int], 
     return supplied
 
 
-def allocate(demand: list[list[int]], generation: list[int], method: str, cap: tuple[int, int], order: list[int]) -> list[list[int]]:
-    return [allocate_slot(demand[t], generation[t], method, cap, order) for t in range(len(generation))]
+def allocate(
+    demand: list[list[int]],
+    generation: list[int],
+    method: str,
+    cap: tuple[int, int],
+    order: list[int],
+) -> list[list[int]]:
+    return [
+        allocate_slot(demand[t], generation[t], method, cap, order) for t in range(len(generation))
+    ]
 
 
 def costs(
@@ -71,7 +78,9 @@ def costs(
         ]
 
     def plant_item(scheme: str, item: str, units_of) -> None:
-        out[scheme][f"plant:{item}"] = [round_half_up(units_of(m)) for m in range(len(month_starts))]
+        out[scheme][f"plant:{item}"] = [
+            round_half_up(units_of(m)) for m in range(len(month_starts))
+        ]
 
     def slots(m: int) -> range:
         return range(bounds[m], bounds[m + 1])
@@ -90,12 +99,16 @@ def costs(
     fac_item("status_quo", "network", lambda m, i: d(m, i) * cfg.network[v[i]])
     fac_item("status_quo", "surcharge", lambda m, i: d(m, i) * cfg.surcharge)
     fac_item("status_quo", "basic", lambda m, i: contract_kw[i] * cfg.retail_basic[v[i]] * 1000)
-    plant_item("status_quo", "plant_sales", lambda m: -sum(generation[t] * sale[t] for t in slots(m)))
+    plant_item(
+        "status_quo", "plant_sales", lambda m: -sum(generation[t] * sale[t] for t in slots(m))
+    )
 
     fac_item(
         "company",
         "market_purchase",
-        lambda m, i: sum((demand[t][i] - supplied[t][i]) * (market[t] + cfg.company_adder) for t in slots(m)),
+        lambda m, i: sum(
+            (demand[t][i] - supplied[t][i]) * (market[t] + cfg.company_adder) for t in slots(m)
+        ),
     )
     fac_item("company", "network", lambda m, i: d(m, i) * cfg.network[v[i]])
     fac_item("company", "surcharge", lambda m, i: d(m, i) * cfg.surcharge)
@@ -106,7 +119,9 @@ def costs(
         lambda m, i: contract_kw[i] * (cfg.network_basic[v[i]] + cfg.company_capacity[v[i]]) * 1000,
     )
     plant_item("company", "plant_sales", lambda m: -sum(surplus[t] * sale[t] for t in slots(m)))
-    plant_item("company", "imbalance", lambda m: sum(group_imb[t] for t in slots(m)) * cfg.imbalance_cost)
+    plant_item(
+        "company", "imbalance", lambda m: sum(group_imb[t] for t in slots(m)) * cfg.imbalance_cost
+    )
     plant_item("company", "operating", lambda m: cfg.company_fixed_yen_month * UNITS_PER_YEN)
 
     fac_item("self_wheeling", "retail_energy", lambda m, i: f(m, i) * cfg.retail_energy[v[i]])
@@ -117,9 +132,17 @@ def costs(
         "basic",
         lambda m, i: contract_kw[i] * (cfg.retail_basic[v[i]] + cfg.network_basic[v[i]]) * 1000,
     )
-    plant_item("self_wheeling", "plant_sales", lambda m: -sum(surplus[t] * sale[t] for t in slots(m)))
-    plant_item("self_wheeling", "imbalance", lambda m: sum(group_imb[t] for t in slots(m)) * cfg.imbalance_cost)
-    plant_item("self_wheeling", "operating", lambda m: cfg.self_wheeling_fixed_yen_month * UNITS_PER_YEN)
+    plant_item(
+        "self_wheeling", "plant_sales", lambda m: -sum(surplus[t] * sale[t] for t in slots(m))
+    )
+    plant_item(
+        "self_wheeling",
+        "imbalance",
+        lambda m: sum(group_imb[t] for t in slots(m)) * cfg.imbalance_cost,
+    )
+    plant_item(
+        "self_wheeling", "operating", lambda m: cfg.self_wheeling_fixed_yen_month * UNITS_PER_YEN
+    )
 
     fac_item("retailer", "retail_energy", lambda m, i: f(m, i) * cfg.retail_energy[v[i]])
     fac_item("retailer", "retailer_margin", lambda m, i: s(m, i) * cfg.retailer_margin)

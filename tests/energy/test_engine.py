@@ -25,7 +25,9 @@ def cases(draw):
     # Small value sets make ties and exact fits (G == E) common.
     value = st.one_of(st.integers(0, 4000), st.sampled_from([0, 1, 2, 3, 100, 999]))
     demand = draw(st.lists(st.lists(value, min_size=n, max_size=n), min_size=slots, max_size=slots))
-    generation = draw(st.lists(st.integers(0, 12000) | st.sampled_from([0, 1, 7]), min_size=slots, max_size=slots))
+    generation = draw(
+        st.lists(st.integers(0, 12000) | st.sampled_from([0, 1, 7]), min_size=slots, max_size=slots)
+    )
     method = draw(st.sampled_from(METHODS))
     cap = draw(st.sampled_from([Fraction(7, 10), Fraction(1, 3), Fraction(1)]))
     order = draw(st.permutations(range(n)))
@@ -50,7 +52,9 @@ def test_engine_matches_oracle_exactly(case):
     assert (a.surplus >= 0).all() and (a.shortfall >= 0).all()
 
     starts = np.array(months)
-    got = compare(a, Monthly.of(a, starts), starts, voltages, cfg, None if price is None else np.array(price))
+    got = compare(
+        a, Monthly.of(a, starts), starts, voltages, cfg, None if price is None else np.array(price)
+    )
     want = oracle.costs(demand, generation, expected, months, voltages, cfg, price)
     for key, result in got.items():
         produced = {k: v.tolist() for k, v in result.items.items()}

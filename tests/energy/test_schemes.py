@@ -43,7 +43,11 @@ def totals(result):
 def test_status_quo(day):
     # 48 kWh × 14 = 672; × 4.05 = 194.4; × 3.98 = 191.04; 2 kW × 1,800; plant sells 28.8 kWh × 10.
     assert totals(day["status_quo"]) == {
-        "retail_energy": 672, "network": 194, "surcharge": 191, "basic": 3600, "plant_sales": -288,
+        "retail_energy": 672,
+        "network": 194,
+        "surcharge": 191,
+        "basic": 3600,
+        "plant_sales": -288,
     }
     assert day["status_quo"].annual_yen == 4369
     assert int(day["status_quo"].co2_kg.sum()) == 0
@@ -52,8 +56,13 @@ def test_status_quo(day):
 def test_company(day):
     # 19.2 kWh × (10 + 0.5) = 201.6; 48 × 0.3 = 14.4; 2 kW × (630 + 550); fixed 1,000.
     assert totals(day["company"]) == {
-        "market_purchase": 202, "network": 194, "surcharge": 191, "operating": 1014,
-        "basic": 2360, "plant_sales": 0, "imbalance": 0,
+        "market_purchase": 202,
+        "network": 194,
+        "surcharge": 191,
+        "operating": 1014,
+        "basic": 2360,
+        "plant_sales": 0,
+        "imbalance": 0,
     }
     assert day["company"].annual_yen == 3961
     assert day["company"].confirmed is False  # never assumed
@@ -64,8 +73,13 @@ def test_company(day):
 def test_self_wheeling_avoids_the_surcharge(day):
     # 19.2 × 14 = 268.8; surcharge only on 19.2 kWh bought: 76.416; 2 kW × (1,800 + 630); 500.
     assert totals(day["self_wheeling"]) == {
-        "retail_energy": 269, "network": 194, "surcharge": 76, "basic": 4860,
-        "plant_sales": 0, "imbalance": 0, "operating": 500,
+        "retail_energy": 269,
+        "network": 194,
+        "surcharge": 76,
+        "basic": 4860,
+        "plant_sales": 0,
+        "imbalance": 0,
+        "operating": 500,
     }
     assert day["self_wheeling"].annual_yen == 5899
 
@@ -73,8 +87,12 @@ def test_self_wheeling_avoids_the_surcharge(day):
 def test_retailer(day):
     # 19.2 × 14 = 268.8; margin 28.8 × 2 = 57.6.
     assert totals(day["retailer"]) == {
-        "retail_energy": 269, "retailer_margin": 58, "network": 194, "surcharge": 191,
-        "basic": 3600, "plant_sales": 0,
+        "retail_energy": 269,
+        "retailer_margin": 58,
+        "network": 194,
+        "surcharge": 191,
+        "basic": 3600,
+        "plant_sales": 0,
     }
     assert day["retailer"].annual_yen == 4312
 
