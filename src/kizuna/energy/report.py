@@ -382,18 +382,21 @@ def _summary_page(r: Result) -> Figure:
     ax = fig.add_axes((0.05, 0.5, 0.9, 0.35))
     ax.axis("off")
     ax.set_title("方式比較 Schemes compared (円 yen / t-CO2)", loc="left")
-    ax.table(
-        cellText=rows,
-        colLabels=[
-            "方式 Scheme",
-            "年間正味費用 Net cost",
-            "現状比 vs status quo",
-            "CO2削減 avoided",
-            "要件 Eligibility",
-        ],
-        loc="upper left",
-        cellLoc="right",
-    ).scale(1, 1.6)
+    _tidy(
+        ax.table(
+            cellText=rows,
+            colWidths=[0.32, 0.18, 0.18, 0.14, 0.18],
+            colLabels=[
+                "方式 Scheme",
+                "年間正味費用 Net cost",
+                "現状比 vs status quo",
+                "CO2削減 avoided",
+                "要件 Eligibility",
+            ],
+            loc="upper left",
+            cellLoc="right",
+        )
+    )
     keys = list(r.schemes)
     srows = [
         [row.label] + [f"{row.annual_yen[k] - row.annual_yen['status_quo']:+,}" for k in keys[1:]]
@@ -402,10 +405,18 @@ def _summary_page(r: Result) -> Figure:
     ax2 = fig.add_axes((0.05, 0.08, 0.9, 0.35))
     ax2.axis("off")
     ax2.set_title("感度分析（現状比, 円）Sensitivity, vs status quo (yen)", loc="left")
-    ax2.table(
-        cellText=srows,
-        colLabels=["ケース Case"] + [f"{SCHEMES[k][0]} {SCHEMES[k][1]}" for k in keys[1:]],
-        loc="upper left",
-        cellLoc="right",
-    ).scale(1, 1.6)
+    _tidy(
+        ax2.table(
+            cellText=srows,
+            colLabels=["ケース Case"] + [f"{SCHEMES[k][0]} {SCHEMES[k][1]}" for k in keys[1:]],
+            loc="upper left",
+            cellLoc="right",
+        )
+    )
     return fig
+
+
+def _tidy(table) -> None:
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    table.scale(1, 1.6)
