@@ -107,6 +107,9 @@ def allocate(
     if (demand < 0).any() or (generation < 0).any():
         raise ValueError("energy values must not be negative")
     eligible = eligible_demand(demand, method, cap_share)
+    # G × eᵢ must fit in int64: true for anything below ~3 TWh per slot.
+    if demand.size and int(generation.max(initial=0)) * int(eligible.max()) >= 2**63:
+        raise ValueError("values too large for exact integer allocation")
     if method == "priority":
         order = np.arange(demand.shape[1]) if order is None else np.asarray(order)
         supplied = _priority(eligible, generation, order)
