@@ -9,8 +9,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kizuna.energy import service
-
 energy_app = typer.Typer(
     help="廃棄物発電の地産地消 / Local use of waste-to-energy power", no_args_is_help=True
 )
@@ -49,6 +47,9 @@ def simulate(
     pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="Also write report.pdf"),
 ) -> None:
     """Match the plant to the facilities slot by slot, compare the schemes, write the report."""
+    # numpy/pandas load only when an energy command runs, not with the server.
+    from kizuna.energy import service
+
     try:
         cfg = service.load_config(config)
     except service.ConfigError as exc:
@@ -100,6 +101,9 @@ def synthesize(
     seed: int = typer.Option(20250401, help="Random seed (same seed, same data)"),
 ) -> None:
     """Write a synthetic year (labelled SYNTHETIC) as CSV in the shapes simulate reads."""
+    # numpy/pandas load only when an energy command runs, not with the server.
+    from kizuna.energy import service
+
     inputs = service.synthesize(fiscal_year, facilities, seed)
     service.write_inputs(inputs, out_dir)
     console.print(
