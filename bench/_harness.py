@@ -25,7 +25,11 @@ PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @contextlib.contextmanager
-def pg_schema() -> Iterator[str]:
+def pg_schema(existing: str | None = None) -> Iterator[str]:
+    """A fresh schema, dropped afterwards; or ``existing``, left as it is."""
+    if existing:
+        yield existing
+        return
     schema = f"kz_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')

@@ -63,12 +63,17 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--port", type=int, default=18090)
+    parser.add_argument(
+        "--schema", help="reuse a schema an earlier run loaded (kept afterwards); skips loading"
+    )
     args = parser.parse_args()
     rng = random.Random(3)
-    with pg_schema() as schema:
+    with pg_schema(args.schema) as schema:
         url = schema_url(schema)
-        print(f"loading {args.entities:,} entities through the broker API ...")
-        load_seconds = load(url, args.entities)
+        load_seconds = None
+        if not args.schema:
+            print(f"loading {args.entities:,} entities through the broker API ...")
+            load_seconds = load(url, args.entities)
         with pg_connect(schema) as conn:
             conn.execute("ANALYZE")
             conn.commit()
@@ -127,9 +132,9 @@ def main() -> None:
     def line(name: str, samples: list[float]) -> str:
         return f"{name}: p50 {percentile(samples, 50):.1f} ms, p99 {percentile(samples, 99):.1f} ms"
 
-    print(
-        f"loaded {args.entities:,} entities in {load_seconds:.0f} s ({args.entities / load_seconds:,.0f}/s)"
-    )
+    if load_seconds:
+        rate = args.entities / load_seconds
+        print(f"loaded {args.entities:,} entities in {load_seconds:.0f} s ({rate:,.0f}/s)")
     print(line("type + q over HTTP, limit 100", q_ms) + "  (goal p99 < 50 ms)")
     print(line("near;maxDistance==300 over HTTP, limit 100", near_ms) + "  (goal p99 < 50 ms)")
     print(line("raw SQL for the type + q query (baseline)", raw_ms))

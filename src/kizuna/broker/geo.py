@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from shapely.geometry import Point, shape
 from shapely.ops import nearest_points
-from sqlalchemy import ColumnElement, and_, select, text
+from sqlalchemy import Select, and_, select, text
 
 from kizuna.broker.models import geo_index
 from kizuna.problems import bad_request
@@ -169,10 +169,8 @@ def _candidate_box(query: GeoQuery) -> tuple[float, float, float, float] | None:
     return bbox(query.geometry)
 
 
-def candidates_clause(
-    query: GeoQuery, expanded_attr: str, entity_pk_col: Any, tenant: str, dialect_name: str
-) -> ColumnElement[bool]:
-    """Entities whose ``expanded_attr`` bounding box may satisfy the query (index-backed)."""
+def candidates(query: GeoQuery, expanded_attr: str, tenant: str, dialect_name: str) -> Select:
+    """Keys of entities whose ``expanded_attr`` bounding box may satisfy the query (index-backed)."""
     rows = select(geo_index.c.entity_pk).where(
         geo_index.c.tenant == tenant, geo_index.c.attr == expanded_attr
     )
@@ -204,7 +202,7 @@ def candidates_clause(
                 .params(q_min_lon=min_lon, q_min_lat=min_lat, q_max_lon=max_lon, q_max_lat=max_lat)
             )
             rows = rows.where(geo_index.c.pk.in_(rtree))
-    return entity_pk_col.in_(rows)
+    return rows
 
 
 def matches(query: GeoQuery, geometries: list[dict[str, Any]]) -> bool:

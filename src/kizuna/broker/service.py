@@ -47,6 +47,8 @@ Instances = list[dict[str, Any]]
 # The @context of one entity in a batch (application/ld+json carries one per entity).
 TermMapOf = Callable[[Any], TermMap]
 _RETRIES_ON_RACE = 3
+# Up to this many bounding-box candidates are passed to the entity query as a key list.
+_GEO_KEYS_INLINE = 20_000
 
 
 @dataclass
@@ -472,6 +474,13 @@ class Broker:
             # Ordered by id by default: the (tenant, type, id) and (tenant, id) indexes then
             # return a page without sorting every match, however many there are.
             stmt = stmt.order_by(*self._ordering(tm, query.order_by), entities.c.id)
+            if self._dialect == "postgresql" and not query.order_by and query.geo is None:
+                # q predicates on JSON defeat the planner's estimates; a page in id order
+                # should walk the index, not sort (or fan out over) every match. LOCAL:
+                # these settings end with this read's transaction.
+                conn.exec_driver_sql(
+                    "SET LOCAL enable_sort = off; SET LOCAL max_parallel_workers_per_gather = 0"
+                )
             if query.geo is None:
                 total = None
                 if query.count:
@@ -538,15 +547,16 @@ class Broker:
         if query.scope_q:
             conditions.append(_scope_condition(query.scope_q, self._dialect))
         if query.geo is not None:
-            clause = geo.candidates_clause(
-                query.geo,
-                tm.expand(query.geo.geoproperty),
-                entities.c.pk,
-                scope.tenant,
-                self._dialect,
+            candidates = geo.candidates(
+                query.geo, tm.expand(query.geo.geoproperty), scope.tenant, self._dialect
             )
-            if clause is not None:
-                conditions.append(clause)
+            # Ask the spatial index first: no planner can estimate a bounding-box test, and
+            # a short list of keys lets it join the right way round.
+            keys = conn.execute(candidates.limit(_GEO_KEYS_INLINE + 1)).scalars().all()
+            if len(keys) <= _GEO_KEYS_INLINE:
+                conditions.append(entities.c.pk.in_(keys))
+            else:
+                conditions.append(entities.c.pk.in_(candidates))
         return conditions
 
     def _ordering(self, tm: TermMap, order_by: str | None) -> list[Any]:
