@@ -1,25 +1,42 @@
 """The NGSI-LD query language (ETSI GS CIM 009 v1.8 §4.9): a parser into a small AST.
 
 ``;`` is AND, ``|`` is OR (AND binds tighter), parentheses group. A term is an attribute
-path alone (existence) or ``path op value``; paths are ``attr``, ``attr.sub.sub2`` (sub-
-attributes or instance metadata such as observedAt) and ``attr[key][key2]`` (inside the
-value). Values are numbers, quoted strings, true/false, dateTimes, URIs, lists
-``a,b,c`` and ranges ``low..high``. Names are kept as written; the compiler expands them.
+path alone (existence) or ``path op value`` with op one of ``== != > >= < <= ~= !~=``.
+
+Paths are ``attr``, ``attr.sub.sub2`` (sub-attributes, or instance metadata such as
+``observedAt`` last) and ``attr[key][key2]`` / ``attr[key.key2]`` (inside the value).
+Names may be compact (``ex:temp``) or full IRIs (``https://example.org/ns/temp``); in a
+full IRI only the dots after its last ``/`` or ``#`` separate sub-attributes.
+
+Values: numbers, quoted strings (``\\"`` and ``\\\\`` escape), ``true``/``false``, unquoted
+dateTimes / dates / times, unquoted URIs, lists ``a,b,c`` and ranges ``low..high`` (both
+only with ``==`` / ``!=``). A pattern after ``~=`` / ``!~=`` is a Python regular
+expression, quoted or not (unquoted, it ends at ``;`` / ``|`` / ``)`` outside its own
+parentheses). Names are kept as written; the compiler expands them.
+
+:func:`format_q` prints an AST back as q text that parses to the same AST.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Union
 
 from kizuna.problems import bad_request
 
-OPERATORS = ("==", "!=", ">=", "<=", ">", "<", "~=", "!~=")
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$")
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
-_TIME = re.compile(r"^\d{2}:\d{2}(:\d{2}(\.\d+)?)?Z?$")
-_NAME_STOP = set(';|()=!<>~[]"')
+OPERATORS = ("!~=", "==", "!=", ">=", "<=", "~=", ">", "<")  # longest first
+EQUALITY_OPS = ("==", "!=")
+PATTERN_OPS = ("~=", "!~=")
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
+_DATE = r"\d{4}-\d{2}-\d{2}"
+_TIME = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?"
+_DATETIME = re.compile(rf"{_DATE}(T{_TIME})?|{_TIME}")
+_NAME_STOP = frozenset(';|()[]"=!<>~,\\') | frozenset(" \t\r\n\f\v")
+_ATOM_STOP = frozenset(';|()[],"\\') | frozenset(" \t\r\n\f\v")
+_MAX_INT = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -32,7 +49,7 @@ class AttrPath:
 @dataclass(frozen=True)
 class Literal:
     kind: str  # number | string | boolean | datetime | uri
-    value: Any
+    value: Any  # int | float | str | bool
 
 
 @dataclass(frozen=True)
@@ -50,7 +67,7 @@ class Range:
 class Comparison:
     path: AttrPath
     op: str
-    value: Literal | ValueList | Range
+    value: Literal | ValueList | Range  # a pattern is Literal("string", regex)
 
 
 @dataclass(frozen=True)
@@ -72,177 +89,291 @@ QExpr = Union[And, Or, Comparison, Exists]  # noqa: UP007 - used at runtime by i
 
 
 def parse_q(text: str) -> QExpr:
-    parser = _Parser(text.strip())
-    if not parser.text:
-        raise bad_request("q is empty")
+    """Parse q text (already URL-decoded); a :class:`Problem` 400 names the position."""
+    parser = _Parser(text)
+    if not parser.text.strip():
+        raise bad_request("Invalid q: the query is empty")
     expr = parser.disjunction()
-    if parser.pos != len(parser.text):
-        parser.fail("unexpected character")
+    parser.skip_space()
+    if parser.pos < len(parser.text):
+        parser.fail("expected ';', '|' or the end" if parser.peek() != ")" else "unbalanced ')'")
     return expr
 
 
 def parse_attr_path(text: str) -> AttrPath:
-    parser = _Parser(text.strip())
+    """Parse an attribute path alone (``attr``, ``attr.sub``, ``attr[key]``)."""
+    parser = _Parser(text, what="attribute path")
     path = parser.path()
-    if parser.pos != len(parser.text):
-        parser.fail("unexpected character in attribute path")
+    parser.skip_space()
+    if parser.pos < len(parser.text):
+        parser.fail("unexpected character after the attribute path")
     return path
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
-        self.text = text
+    def __init__(self, text: str, what: str = "q") -> None:
+        self.what = what
+        self.text = text.rstrip()
         self.pos = 0
+        if "\x00" in self.text:
+            self.fail("NUL character", self.text.index("\x00"))
+        self.skip_space()
 
-    def fail(self, why: str) -> None:
-        raise bad_request(f"Invalid q at position {self.pos}: {why} in {self.text!r}")
+    # --- helpers -------------------------------------------------------------------
 
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
+    def fail(self, why: str, pos: int | None = None) -> None:
+        at = self.pos if pos is None else pos
+        shown = self.text if len(self.text) <= 200 else self.text[:200] + "..."
+        raise bad_request(f"Invalid {self.what} at position {at}: {why} (in {shown!r})")
+
+    def peek(self, n: int = 1) -> str:
+        return self.text[self.pos : self.pos + n]
+
+    def skip_space(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def at(self, char: str) -> bool:
+        self.skip_space()
+        return self.peek() == char
+
+    def expect(self, char: str, why: str) -> None:
+        if not self.at(char):
+            self.fail(why)
+        self.pos += 1
+
+    # --- expressions -----------------------------------------------------------------
 
     def disjunction(self) -> QExpr:
         items = [self.conjunction()]
-        while self.peek() == "|":
+        while self.at("|"):
             self.pos += 1
             items.append(self.conjunction())
         return items[0] if len(items) == 1 else Or(tuple(items))
 
     def conjunction(self) -> QExpr:
         items = [self.term()]
-        while self.peek() == ";":
+        while self.at(";"):
             self.pos += 1
             items.append(self.term())
         return items[0] if len(items) == 1 else And(tuple(items))
 
     def term(self) -> QExpr:
+        self.skip_space()
         if self.peek() == "(":
             self.pos += 1
             inner = self.disjunction()
-            if self.peek() != ")":
-                self.fail("missing ')'")
-            self.pos += 1
+            self.expect(")", "missing ')'")
             return inner
         path = self.path()
-        op = next(
-            (
-                o
-                for o in sorted(OPERATORS, key=len, reverse=True)
-                if self.text.startswith(o, self.pos)
-            ),
-            None,
-        )
+        self.skip_space()
+        op = next((o for o in OPERATORS if self.text.startswith(o, self.pos)), None)
         if op is None:
+            if self.pos < len(self.text) and self.peek() not in ";|)":
+                self.fail("expected an operator (== != > >= < <= ~= !~=), ';', '|' or ')'")
             return Exists(path)
+        op_pos = self.pos
         self.pos += len(op)
-        raw = self.raw_value()
-        if op in ("~=", "!~="):
-            return Comparison(
-                path, op, Literal("string", _unquote(raw) if raw.startswith('"') else raw)
-            )
-        return Comparison(path, op, self.value(raw, op))
+        self.skip_space()
+        if op in PATTERN_OPS:
+            return Comparison(path, op, Literal("string", self.pattern()))
+        value = self.value()
+        if not isinstance(value, Literal) and op not in EQUALITY_OPS:
+            self.fail("a list or range of values only goes with == or !=", op_pos)
+        if isinstance(value, Literal) and value.kind == "boolean" and op not in EQUALITY_OPS:
+            self.fail("true / false only go with == or !=", op_pos)
+        return Comparison(path, op, value)
 
-    def name(self) -> str:
-        start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] not in _NAME_STOP:
-            if self.text[self.pos] == "." and "://" not in self.text[start : self.pos + 3]:
-                break
-            self.pos += 1
-        name = self.text[start : self.pos].strip()
-        if not name:
-            self.fail("attribute name expected")
-        return name
+    # --- attribute paths ---------------------------------------------------------------
 
     def path(self) -> AttrPath:
-        parts = [self.name()]
-        while self.peek() == ".":
+        self.skip_space()
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] not in _NAME_STOP:
             self.pos += 1
-            parts.append(self.name())
+        run = self.text[start : self.pos]
+        if not run:
+            self.fail("attribute name expected")
+        names = _split_names(run)
+        for name in names:
+            if not name:
+                self.fail(f"empty name in attribute path {run!r}", start)
         keys: list[str] = []
         while self.peek() == "[":
             self.pos += 1
-            end = self.text.find("]", self.pos)
-            if end < 0:
+            end = self.pos
+            while end < len(self.text) and self.text[end] != "]":
+                if self.text[end] in '["\\':
+                    self.fail("unexpected character inside [...]", end)
+                end += 1
+            if end >= len(self.text):
                 self.fail("missing ']'")
             inner = self.text[self.pos : end].strip()
-            if not inner:
-                self.fail("empty []")
-            keys.extend(k.strip() for k in inner.split("."))
+            parts = [p.strip() for p in inner.split(".")]
+            if not all(parts):
+                self.fail("empty key inside [...]")
+            keys.extend(parts)
             self.pos = end + 1
-        return AttrPath(parts[0], tuple(parts[1:]), tuple(keys))
+        return AttrPath(names[0], tuple(names[1:]), tuple(keys))
 
-    def raw_value(self) -> str:
+    # --- values ------------------------------------------------------------------------
+
+    def value(self) -> Literal | ValueList | Range:
+        first = self.literal()
+        self.skip_space()
+        if self.peek(2) == "..":
+            self.pos += 2
+            self.skip_space()
+            high_pos = self.pos
+            high = self.literal()
+            if _family(first) != _family(high) or first.kind == "boolean":
+                self.fail("a range needs two numbers or two strings / dates", high_pos)
+            return Range(first, high)
+        if self.peek() != ",":
+            return first
+        items = [first]
+        while self.peek() == ",":
+            self.pos += 1
+            self.skip_space()
+            items.append(self.literal())
+            self.skip_space()
+        return ValueList(tuple(items))
+
+    def literal(self) -> Literal:
         start = self.pos
-        depth_quote = False
-        while self.pos < len(self.text):
-            char = self.text[self.pos]
-            if char == '"' and (self.pos == start or self.text[self.pos - 1] != "\\"):
-                depth_quote = not depth_quote
-            elif not depth_quote and char in ";|)":
+        if self.peek() == '"':
+            return Literal("string", self.quoted())
+        while self.pos < len(self.text) and self.text[self.pos] not in _ATOM_STOP:
+            if self.text.startswith("..", self.pos):
                 break
             self.pos += 1
-        if depth_quote:
-            self.fail("unterminated string")
-        raw = self.text[start : self.pos].strip()
+        raw = self.text[start : self.pos]
         if not raw:
             self.fail("value expected")
-        return raw
-
-    def value(self, raw: str, op: str) -> Literal | ValueList | Range:
-        items = _split_outside_quotes(raw, ",")
-        if len(items) > 1:
-            if op not in ("==", "!="):
-                self.fail("a list of values only goes with == or !=")
-            return ValueList(tuple(self.literal(i) for i in items))
-        bounds = _split_outside_quotes(raw, "..")
-        if len(bounds) == 2 and not raw.startswith('"'):
-            if op not in ("==", "!="):
-                self.fail("a range only goes with == or !=")
-            return Range(self.literal(bounds[0]), self.literal(bounds[1]))
-        return self.literal(raw)
-
-    def literal(self, raw: str) -> Literal:
-        raw = raw.strip()
-        if not raw:
-            self.fail("empty value")
-        if raw.startswith('"'):
-            if len(raw) < 2 or not raw.endswith('"'):
-                self.fail("unterminated string")
-            return Literal("string", _unquote(raw))
         if raw in ("true", "false"):
             return Literal("boolean", raw == "true")
-        if _NUMBER.match(raw):
-            number = float(raw)
-            return Literal(
-                "number",
-                int(number)
-                if number.is_integer() and "." not in raw and "e" not in raw.lower()
-                else number,
-            )
-        if _DATETIME.match(raw) or _TIME.match(raw):
+        if _NUMBER.fullmatch(raw):
+            return Literal("number", self.number(raw, start))
+        if _DATETIME.fullmatch(raw):
             return Literal("datetime", raw)
-        if ":" in raw:
-            return Literal("uri", raw)
-        # Unquoted words are accepted as strings, as most brokers do.
-        if any(c in raw for c in '"()'):
-            self.fail(f"invalid value {raw!r}")
-        return Literal("string", raw)
+        if any(c in raw for c in "=<>~!") and not _looks_like_uri(raw):
+            self.fail(f"invalid value {raw!r} (quote strings)", start)
+        # Unquoted words are taken as strings, as most brokers do.
+        return Literal("uri" if ":" in raw else "string", raw)
+
+    def number(self, raw: str, start: int) -> int | float:
+        if re.fullmatch(r"-?\d+", raw):
+            number: int | float = int(raw)
+            if abs(number) <= _MAX_INT:
+                return number
+        number = float(raw)
+        if not math.isfinite(number):
+            self.fail(f"number {raw!r} out of range", start)
+        return number
+
+    def quoted(self) -> str:
+        start = self.pos
+        self.pos += 1
+        out: list[str] = []
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char == '"':
+                self.pos += 1
+                return "".join(out)
+            if char == "\\" and self.pos + 1 < len(self.text):
+                nxt = self.text[self.pos + 1]
+                out.append(nxt if nxt in '"\\' else char + nxt)
+                self.pos += 2
+                continue
+            out.append(char)
+            self.pos += 1
+        self.fail("unterminated string", start)
+        raise AssertionError  # unreachable
+
+    def pattern(self) -> str:
+        start = self.pos
+        if self.peek() == '"':
+            pattern = self.quoted()
+        else:
+            depth, in_class = 0, False
+            while self.pos < len(self.text):
+                char = self.text[self.pos]
+                if char == "\\":
+                    self.pos += 2
+                    continue
+                if in_class:
+                    in_class = char != "]"
+                elif char == "[":
+                    in_class = True
+                elif char == "(":
+                    depth += 1
+                elif char == ")":
+                    if depth == 0:
+                        break
+                    depth -= 1
+                elif char in ";|" and depth == 0:
+                    break
+                self.pos += 1
+            self.pos = min(self.pos, len(self.text))
+            pattern = self.text[start : self.pos].rstrip()
+        if not pattern:
+            self.fail("regular expression expected", start)
+        try:
+            re.compile(pattern)
+        except (re.error, OverflowError, RecursionError) as exc:
+            self.fail(f"invalid regular expression {pattern!r}: {exc}", start)
+        return pattern
 
 
-def _unquote(raw: str) -> str:
-    return raw[1:-1].replace('\\"', '"')
+def _split_names(run: str) -> list[str]:
+    """``attr.sub.meta``; inside a full IRI, only dots after its last '/' or '#' split."""
+    if "://" not in run:
+        return run.split(".")
+    cut = max(run.rfind("/"), run.rfind("#"))
+    head, *rest = run[cut + 1 :].split(".")
+    return [run[: cut + 1] + head, *rest]
 
 
-def _split_outside_quotes(raw: str, separator: str) -> list[str]:
-    parts, current, quoted, i = [], [], False, 0
-    while i < len(raw):
-        if raw[i] == '"':
-            quoted = not quoted
-        if not quoted and raw.startswith(separator, i):
-            parts.append("".join(current))
-            current = []
-            i += len(separator)
-            continue
-        current.append(raw[i])
-        i += 1
-    parts.append("".join(current))
-    return parts
+def _looks_like_uri(raw: str) -> bool:
+    return re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:\S+", raw) is not None
+
+
+def _family(literal: Literal) -> str:
+    return {"number": "number", "boolean": "boolean"}.get(literal.kind, "string")
+
+
+# --- printing ------------------------------------------------------------------------
+
+
+def format_attr_path(path: AttrPath) -> str:
+    return ".".join((path.attr, *path.sub)) + "".join(f"[{k}]" for k in path.keys)
+
+
+def format_q(expr: QExpr) -> str:
+    """q text for ``expr``; :func:`parse_q` of it gives ``expr`` back."""
+    if isinstance(expr, And | Or):
+        glue = ";" if isinstance(expr, And) else "|"
+        return glue.join(
+            f"({format_q(i)})" if isinstance(i, And | Or) else format_q(i) for i in expr.items
+        )
+    if isinstance(expr, Exists):
+        return format_attr_path(expr.path)
+    return format_attr_path(expr.path) + expr.op + _format_value(expr.value)
+
+
+def _format_value(value: Literal | ValueList | Range) -> str:
+    if isinstance(value, ValueList):
+        return ",".join(_format_literal(i) for i in value.items)
+    if isinstance(value, Range):
+        return f"{_format_literal(value.low)}..{_format_literal(value.high)}"
+    return _format_literal(value)
+
+
+def _format_literal(literal: Literal) -> str:
+    if literal.kind == "boolean":
+        return "true" if literal.value else "false"
+    if literal.kind == "number":
+        return repr(literal.value)
+    if literal.kind in ("datetime", "uri"):
+        return str(literal.value)
+    return '"' + str(literal.value).replace("\\", "\\\\").replace('"', '\\"') + '"'

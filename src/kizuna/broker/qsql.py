@@ -1,34 +1,54 @@
 """Compile a q-language AST into a SQL condition over ``broker_entities.attrs``.
 
-One compiler, with a thin per-dialect layer (:class:`_Json`) for JSON access: SQLite's
-``json_extract`` / ``json_type`` and PostgreSQL's ``#>`` / ``jsonb_typeof``. Values are
-always bound parameters. Comparisons are type-aware: a number only matches JSON numbers,
-a string / dateTime / URI only JSON strings, a boolean only booleans; a mismatch is
-simply no match. The compared value of an attribute is its default instance's
-value / object / valueList / vocab / json (or the @value of a typed value object), or
-any language's text of a LanguageProperty; an array matches ``==`` when an element does.
+One compiler with a thin per-dialect layer (:class:`_SQLite`: ``json_each`` /
+``json_tree`` / ``json_extract``; :class:`_Postgres`: ``jsonb_path_query`` / ``#>`` /
+``jsonb_typeof``). User values are always bound parameters; only constant JSON paths of
+our own are written into the SQL text.
+
+Semantics:
+
+* A term matches when ANY instance of the attribute (any datasetId) matches.
+* The compared value of an instance (or of its sub-attribute) is its ``value`` (or the
+  ``@value`` of a typed value such as ``{"@type": "DateTime", "@value": ...}``),
+  ``object``, each ``objectList`` object, each ``languageMap`` text, ``valueList``,
+  ``vocab`` (also compared with the expanded query value) or ``json``. With
+  ``attr[k1][k2]`` it is ``value.k1.k2`` (or ``json.k1.k2``, or ``languageMap.k1``);
+  with ``attr.observedAt`` (any instance metadata) the metadata itself.
+* When that value is an array, a term matches when an element does.
+* Comparisons are type-aware: a number only meets JSON numbers (numerically), a string,
+  dateTime or URI only JSON strings (by code point, so ISO 8601 texts in one format
+  order in time), a boolean only booleans; a mismatch is no match, never an error.
+* ``!=`` and ``!~=`` are the complement of ``==`` / ``~=`` over instances that have the
+  compared value: ``a!=5`` matches an instance whose value is present and not 5 (nor an
+  array holding 5). A value of another type is unequal, as §4.9 says; a missing
+  attribute never matches. A list after ``!=`` means NOT IN, a range NOT BETWEEN.
+* Ranges are inclusive and met by one element (``a==1..5`` on ``[0, 9]`` is no match).
+* Patterns are Python regular expressions (SQLite's ``regexp`` function); on PostgreSQL
+  they are translated where the dialects differ (``\\b`` is ``\\y`` there) and refused
+  when PostgreSQL has no equivalent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     ColumnElement,
-    Numeric,
+    Text,
     and_,
-    case,
-    cast,
+    column,
     false,
     func,
+    literal,
+    literal_column,
     not_,
     or_,
     select,
     true,
 )
-from sqlalchemy.dialects.postgresql import JSONB, array
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from kizuna.broker.qlang import (
     And,
@@ -42,83 +62,66 @@ from kizuna.broker.qlang import (
     ValueList,
 )
 from kizuna.broker.store import INSTANCE_META
+from kizuna.problems import bad_request
 
-_SOURCES: tuple[tuple[str, ...], ...] = (
-    ("value", "@value"),
-    ("value",),
-    ("object",),
-    ("valueList",),
-    ("vocab",),
-    ("json",),
+META = INSTANCE_META | {"deletedAt"}
+
+Test = Callable[["_Node", bool], ColumnElement[bool]]
+
+
+@dataclass(frozen=True)
+class _Node:
+    """One JSON value inside SQL: the value itself and the name of its JSON type."""
+
+    json: Any  # PostgreSQL: a jsonb expression; SQLite: the SQL value of the JSON value
+    type: Any
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where an instance keeps a value to compare."""
+
+    keys: tuple[str, ...]
+    how: str  # at: the value there | items: it, or each element if an array | leaves
+    strings_only: bool = False  # only ever holds strings (skipped for numbers, booleans)
+    vocab: bool = False  # holds expanded IRIs
+
+
+_VALUE_SOURCES = (
+    _Source(("value",), "items"),
+    _Source(("value", "@value"), "at", strings_only=True),
+    _Source(("object",), "items", strings_only=True),
+    _Source(("objectList",), "leaves", strings_only=True),
+    _Source(("languageMap",), "leaves", strings_only=True),
+    _Source(("valueList",), "items"),
+    _Source(("vocab",), "items", strings_only=True, vocab=True),
+    _Source(("json",), "items"),
 )
-_NUMBER_TYPES = {"sqlite": ("integer", "real"), "postgresql": ("number",)}
-_STRING_TYPE = {"sqlite": "text", "postgresql": "string"}
 
 
 def compile_q(
     expr: QExpr, attrs_col: Any, dialect_name: str, expand: Callable[[str], str]
 ) -> ColumnElement[bool]:
-    return _Compiler(_Json(attrs_col, dialect_name), expand).compile(expr)
+    dialects = {"sqlite": _SQLite, "postgresql": _Postgres}
+    if dialect_name not in dialects:
+        raise ValueError(f"q is not supported on {dialect_name!r}")
+    return _Compiler(attrs_col, dialects[dialect_name](), expand).compile(expr)
 
 
-class _Json:
-    """Dialect-specific access to a JSON path inside the attrs column."""
-
-    def __init__(self, column: Any, dialect: str) -> None:
-        self.column = column
-        self.dialect = dialect
-
-    def type_of(self, keys: Sequence[str | int]) -> Any:
-        if self.dialect == "postgresql":
-            return func.jsonb_typeof(self.column.op("#>")(_pg_path(keys)))
-        return func.json_type(self.column, _sqlite_path(keys))
-
-    def scalar(self, keys: Sequence[str | int]) -> Any:
-        """The value as SQL text or number (only meaningful after a type check)."""
-        if self.dialect == "postgresql":
-            return self.column.op("#>>")(_pg_path(keys))
-        return func.json_extract(self.column, _sqlite_path(keys))
-
-    def exists(self, keys: Sequence[str | int]) -> ColumnElement[bool]:
-        return self.type_of(keys).is_not(None)
-
-    def array_contains(self, keys: Sequence[str | int], value: Any) -> ColumnElement[bool]:
-        if self.dialect == "postgresql":
-            return self.column.op("#>")(_pg_path(keys)).op("@>")(
-                cast(orjson.dumps([value]).decode(), JSONB)
-            )
-        elements = func.json_each(self.column, _sqlite_path(keys)).table_valued("value").alias()
-        return select(elements.c.value).where(elements.c.value == value).exists()
-
-    def any_language(self, keys: Sequence[str | int], test: Callable[[Any], Any]) -> Any:
-        if self.dialect == "postgresql":
-            texts = (
-                func.jsonb_each_text(self.column.op("#>")(_pg_path(keys)))
-                .table_valued("key", "value")
-                .alias()
-            )
-        else:
-            texts = func.json_each(self.column, _sqlite_path(keys)).table_valued("value").alias()
-        return select(texts.c.value).where(test(texts.c.value)).exists()
+# --- the compiler ----------------------------------------------------------------------
 
 
-def _pg_path(keys: Sequence[str | int]) -> Any:
-    return array([str(k) for k in keys])
-
-
-def _sqlite_path(keys: Sequence[str | int]) -> str:
-    out = "$"
-    for key in keys:
-        if isinstance(key, int):
-            out += f"[{key}]"
-        else:
-            out += '."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return out
+@dataclass(frozen=True)
+class _Target:
+    sources: tuple[_Source, ...]
+    present: tuple[str, ...] | None  # keys whose presence means "has a value"; None: always
+    keyed: bool  # keys inside the value: any source counts as presence
 
 
 class _Compiler:
-    def __init__(self, json: _Json, expand: Callable[[str], str]) -> None:
-        self.json = json
+    def __init__(self, attrs: Any, dialect: _Dialect, expand: Callable[[str], str]) -> None:
+        self.attrs = attrs
+        self.d = dialect
         self.expand = expand
 
     def compile(self, expr: QExpr) -> ColumnElement[bool]:
@@ -126,109 +129,277 @@ class _Compiler:
             return and_(*(self.compile(i) for i in expr.items))
         if isinstance(expr, Or):
             return or_(*(self.compile(i) for i in expr.items))
+        iri = self.expand(expr.path.attr)
+        has = self.d.has_attr(self.attrs, iri)
+        target = self._target(expr.path)
         if isinstance(expr, Exists):
-            return self.json.exists(self._instance(expr.path) + self._tail(expr.path, None))
-        return self._comparison(expr)
+            if not expr.path.sub and not expr.path.keys:
+                return has
+            return and_(has, self._any_instance(iri, lambda doc: self._present(doc, target)))
+        return and_(has, self._any_instance(iri, self._instance_test(expr, target)))
 
-    def _instance(self, path: AttrPath) -> list[str | int]:
-        return [self.expand(path.attr), 0]
+    def _target(self, path: AttrPath) -> _Target:
+        prefix: list[str] = []
+        for i, part in enumerate(path.sub):
+            if part in META:
+                if i != len(path.sub) - 1 or path.keys:
+                    raise bad_request(f"Invalid q: {part} must end the attribute path")
+                keys = (*prefix, part)
+                return _Target((_Source(keys, "at"),), keys, keyed=False)
+            prefix.append(self.expand(part))
+        base = tuple(prefix)
+        if path.keys:
+            sources = [_Source((*base, "value", *path.keys), "items")]
+            sources.append(_Source((*base, "json", *path.keys), "items"))
+            if len(path.keys) == 1:
+                sources.append(_Source((*base, "languageMap", *path.keys), "items"))
+            return _Target(tuple(sources), None, keyed=True)
+        sources = tuple(
+            _Source((*base, *s.keys), s.how, s.strings_only, s.vocab) for s in _VALUE_SOURCES
+        )
+        return _Target(sources, base or None, keyed=False)
 
-    def _tail(self, path: AttrPath, source: tuple[str, ...] | None) -> list[str | int]:
-        """Keys after the default instance: sub-attributes, metadata, value keys."""
-        keys: list[str | int] = []
-        for part in path.sub:
-            if part in INSTANCE_META:
-                keys.append(part)
-                return keys  # metadata is the compared value itself
-            keys.append(self.expand(part))
-        if source is not None:
-            keys.extend(source)
-        keys.extend(path.keys)
-        return keys
+    def _present(self, doc: Any, target: _Target) -> ColumnElement[bool]:
+        if target.keyed:
+            return or_(*(self.d.present(doc, s.keys) for s in target.sources))
+        return true() if target.present is None else self.d.present(doc, target.present)
 
-    def _targets(self, path: AttrPath) -> list[list[str | int]]:
-        base = self._instance(path)
-        if path.sub and path.sub[-1] in INSTANCE_META:
-            return [base + self._tail(path, None)]
-        sources = _SOURCES if not path.keys else (("value",),)
-        return [base + self._tail(path, source) for source in sources]
+    def _instance_test(self, expr: Comparison, target: _Target) -> Callable[[Any], Any]:
+        negated = expr.op in ("!=", "!~=")
+        op = {"!=": "==", "!~=": "~="}.get(expr.op, expr.op)
+        test = self._test(op, expr.value)
+        strings = op == "~=" or any(
+            lit.kind not in ("number", "boolean") for lit in _literals(expr.value)
+        )
+        sources = [s for s in target.sources if strings or not s.strings_only]
 
-    def _comparison(self, expr: Comparison) -> ColumnElement[bool]:
-        value = expr.value
+        def matches(doc: Any) -> ColumnElement[bool]:
+            return or_(false(), *(self._some(doc, s, test) for s in sources))
+
+        if negated:
+            return lambda doc: and_(self._present(doc, target), not_(matches(doc)))
+        return matches
+
+    def _any_instance(self, iri: str, test: Callable[[Any], Any]) -> ColumnElement[bool]:
+        table, node, where = self.d.each(self.attrs, (iri,), leaves=False)
+        return select(_ONE).select_from(table).where(where, test(node.json)).exists()
+
+    def _some(self, doc: Any, source: _Source, test: Test) -> ColumnElement[bool]:
+        if source.how == "at":
+            # The presence test keeps the result TRUE or FALSE, never NULL, for NOT.
+            node = self.d.at(doc, source.keys)
+            return and_(self.d.present(doc, source.keys), test(node, source.vocab))
+        table, node, where = self.d.each(doc, source.keys, leaves=source.how == "leaves")
+        return select(_ONE).select_from(table).where(where, test(node, source.vocab)).exists()
+
+    # --- tests on one JSON value ---------------------------------------------------------
+
+    def _test(self, op: str, value: Literal | ValueList | Range) -> Test:
         if isinstance(value, ValueList):
-            parts = [self._comparison(Comparison(expr.path, "==", item)) for item in value.items]
-            return or_(*parts) if expr.op == "==" else not_(or_(*parts)) & self._present(expr.path)
+            tests = [self._literal_test("==", item) for item in value.items]
+            return lambda node, vocab: or_(*(t(node, vocab) for t in tests))
         if isinstance(value, Range):
-            inside = and_(
-                self._comparison(Comparison(expr.path, ">=", value.low)),
-                self._comparison(Comparison(expr.path, "<=", value.high)),
-            )
-            return inside if expr.op == "==" else not_(inside) & self._present(expr.path)
-        conditions = [self._compare(keys, expr.op, value) for keys in self._targets(expr.path)]
-        if expr.op in ("==", "~=") and not expr.path.sub and not expr.path.keys:
-            conditions.append(self._language(expr.path, expr.op, value))
-        return or_(*conditions)
+            low, high = self._literal_test(">=", value.low), self._literal_test("<=", value.high)
+            return lambda node, vocab: and_(low(node, vocab), high(node, vocab))
+        return self._literal_test(op, value)
 
-    def _present(self, path: AttrPath) -> ColumnElement[bool]:
-        return or_(*(self.json.exists(keys) for keys in self._targets(path)))
-
-    def _compare(self, keys: list[str | int], op: str, value: Literal) -> ColumnElement[bool]:
-        json, dialect = self.json, self.json.dialect
-        kind = json.type_of(keys)
-        if value.kind == "boolean":
-            if dialect == "sqlite":
-                is_value = kind == ("true" if value.value else "false")
-                other = kind == ("false" if value.value else "true")
-            else:
-                text_value = json.scalar(keys)
-                is_value = and_(
-                    kind == "boolean", text_value == ("true" if value.value else "false")
-                )
-                other = and_(kind == "boolean", text_value != ("true" if value.value else "false"))
-            if op == "==":
-                return or_(is_value, self._in_array(keys, value.value))
-            if op == "!=":
-                return other
-            return false()
-        if value.kind == "number":
-            typed = kind.in_(_NUMBER_TYPES[dialect])
-            number = json.scalar(keys)
-            if dialect == "postgresql":
-                # CASE guarantees the cast only runs on JSON numbers.
-                number = case((typed, cast(number, Numeric)))
-            compared = _apply(op, number, value.value)
-        else:
-            typed = kind == _STRING_TYPE[dialect]
-            text_value = json.scalar(keys)
-            if op in ("~=", "!~="):
-                matched = text_value.regexp_match(str(value.value))
-                return and_(typed, matched if op == "~=" else not_(matched))
-            compared = _apply(op, text_value, str(value.value))
-        condition = and_(typed, compared)
-        if op == "==":
-            return or_(condition, self._in_array(keys, value.value))
-        return condition
-
-    def _in_array(self, keys: list[str | int], value: Any) -> ColumnElement[bool]:
-        kind = self.json.type_of(keys)
-        return and_(kind == "array", self.json.array_contains(keys, value))
-
-    def _language(self, path: AttrPath, op: str, value: Any) -> ColumnElement[bool]:
-        keys = self._instance(path) + ["languageMap"]
-        if value.kind not in ("string", "uri", "datetime"):
-            return false()
-        text_value = str(value.value)
+    def _literal_test(self, op: str, lit: Literal) -> Test:
+        d = self.d
         if op == "~=":
-            return self.json.any_language(keys, lambda v: v.regexp_match(text_value))
-        return self.json.any_language(keys, lambda v: v == text_value)
+            pattern = d.pattern(str(lit.value))
+            return lambda node, _v: and_(d.is_string(node), d.text(node).regexp_match(pattern))
+        if lit.kind == "boolean":
+            return lambda node, _vocab: d.is_bool(node, bool(lit.value))
+        if lit.kind == "number":
+            return lambda node, _vocab: and_(d.is_number(node), d.number_cmp(node, op, lit.value))
+        text = str(lit.value)
+
+        def string_test(node: _Node, vocab: bool) -> ColumnElement[bool]:
+            wanted = sorted({text, self.expand(text)}) if vocab and op == "==" else [text]
+            compared = d.ordered(d.text(node))
+            return and_(d.is_string(node), or_(*(_compare(op, compared, w) for w in wanted)))
+
+        return string_test
 
 
-def _apply(op: str, left: Any, right: Any) -> ColumnElement[bool]:
-    return {
-        "==": lambda: left == right,
-        "!=": lambda: left != right,
-        ">": lambda: left > right,
-        ">=": lambda: left >= right,
-        "<": lambda: left < right,
-        "<=": lambda: left <= right,
-    }.get(op, lambda: true())()
+def _literals(value: Literal | ValueList | Range) -> tuple[Literal, ...]:
+    if isinstance(value, ValueList):
+        return value.items
+    if isinstance(value, Range):
+        return (value.low, value.high)
+    return (value,)
+
+
+def _compare(op: str, left: Any, right: Any) -> ColumnElement[bool]:
+    if op == "==":
+        return left == right
+    if op == ">":
+        return left > right
+    if op == ">=":
+        return left >= right
+    if op == "<":
+        return left < right
+    if op == "<=":
+        return left <= right
+    raise AssertionError(op)
+
+
+# --- the dialects --------------------------------------------------------------------
+
+_ONE = literal_column("1")
+_SQL_OPS = {"==": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+
+
+class _Dialect:
+    def has_attr(self, attrs: Any, iri: str) -> ColumnElement[bool]: ...
+    def present(self, doc: Any, keys: Sequence[str]) -> ColumnElement[bool]: ...
+    def at(self, doc: Any, keys: Sequence[str]) -> _Node: ...
+    def each(self, doc: Any, keys: Sequence[str], leaves: bool) -> tuple[Any, _Node, Any]:
+        """A FROM item yielding the value at ``keys`` or, if an array, each element
+        (``leaves``: every scalar inside), with the condition that goes with it."""
+        ...
+
+    def is_string(self, node: _Node) -> ColumnElement[bool]: ...
+    def is_number(self, node: _Node) -> ColumnElement[bool]: ...
+    def is_bool(self, node: _Node, value: bool) -> ColumnElement[bool]: ...
+    def text(self, node: _Node) -> Any: ...
+    def number_cmp(self, node: _Node, op: str, value: float) -> ColumnElement[bool]: ...
+    def pattern(self, pattern: str) -> str:
+        return pattern
+
+    def ordered(self, text: Any) -> Any:
+        return text
+
+
+class _SQLite(_Dialect):
+    def has_attr(self, attrs: Any, iri: str) -> ColumnElement[bool]:
+        return func.json_type(attrs, _sqlite_path((iri,))).is_not(None)
+
+    def present(self, doc: Any, keys: Sequence[str]) -> ColumnElement[bool]:
+        return func.json_type(doc, _sqlite_path(keys)).is_not(None)
+
+    def at(self, doc: Any, keys: Sequence[str]) -> _Node:
+        path = _sqlite_path(keys)
+        return _Node(func.json_extract(doc, path), func.json_type(doc, path))
+
+    def each(self, doc: Any, keys: Sequence[str], leaves: bool) -> tuple[Any, _Node, Any]:
+        fn = func.json_tree if leaves else func.json_each
+        table = fn(doc, _sqlite_path(keys)).table_valued("key", "value", "type")
+        node = _Node(table.c.value, table.c.type)
+        if leaves:
+            return table, node, table.c.type.not_in(("object", "array"))
+        # json_each walks an object's members too: not elements of an array.
+        return table, node, func.typeof(table.c.key) != "text"
+
+    def is_string(self, node: _Node) -> ColumnElement[bool]:
+        return node.type == "text"
+
+    def is_number(self, node: _Node) -> ColumnElement[bool]:
+        return node.type.in_(("integer", "real"))
+
+    def is_bool(self, node: _Node, value: bool) -> ColumnElement[bool]:
+        return node.type == ("true" if value else "false")
+
+    def text(self, node: _Node) -> Any:
+        return node.json
+
+    def number_cmp(self, node: _Node, op: str, value: float) -> ColumnElement[bool]:
+        return _compare(op, node.json, value)
+
+
+class _Postgres(_Dialect):
+    def has_attr(self, attrs: Any, iri: str) -> ColumnElement[bool]:
+        return attrs.op("?")(iri)
+
+    def present(self, doc: Any, keys: Sequence[str]) -> ColumnElement[bool]:
+        return _pg_at(doc, keys).is_not(None)
+
+    def at(self, doc: Any, keys: Sequence[str]) -> _Node:
+        value = _pg_at(doc, keys)
+        return _Node(value, func.jsonb_typeof(value))
+
+    def each(self, doc: Any, keys: Sequence[str], leaves: bool) -> tuple[Any, _Node, Any]:
+        # Lax $[*] yields an array's elements, or the value itself; never an error.
+        path = literal_column("'strict $.**'::jsonpath" if leaves else "'$[*]'::jsonpath")
+        table = (
+            func.jsonb_path_query(_pg_at(doc, keys), path)
+            .table_valued(column("value", JSONB))
+            .render_derived()
+        )
+        return table, _Node(table.c.value, func.jsonb_typeof(table.c.value)), true()
+
+    def is_string(self, node: _Node) -> ColumnElement[bool]:
+        return node.type == "string"
+
+    def is_number(self, node: _Node) -> ColumnElement[bool]:
+        return node.type == "number"
+
+    def is_bool(self, node: _Node, value: bool) -> ColumnElement[bool]:
+        return node.json.op("=")(literal_column("'true'::jsonb" if value else "'false'::jsonb"))
+
+    def text(self, node: _Node) -> Any:
+        return node.json.op("#>>", return_type=Text)(literal_column("'{}'::text[]"))
+
+    def number_cmp(self, node: _Node, op: str, value: float) -> ColumnElement[bool]:
+        # jsonb compares numbers numerically (1 = 1.0); the type test is done beside.
+        return node.json.op(_SQL_OPS[op])(literal(value, JSONB))
+
+    def pattern(self, pattern: str) -> str:
+        return _pg_regex(pattern)
+
+    def ordered(self, text: Any) -> Any:
+        # By code point, as on SQLite, whatever the database's collation.
+        return text.collate("C")
+
+
+def _pg_at(doc: Any, keys: Sequence[str]) -> Any:
+    return doc.op("#>")(literal(list(keys), ARRAY(Text)))
+
+
+def _sqlite_path(keys: Sequence[str]) -> str:
+    for key in keys:
+        if '"' in key:
+            raise bad_request(f"Invalid q: '\"' cannot be part of a name ({key!r})")
+    return "$" + "".join(f'."{key}"' for key in keys)
+
+
+def _pg_regex(pattern: str) -> str:
+    """A Python pattern in PostgreSQL's ARE dialect, or 400 where there is no equivalent."""
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            if not in_class and nxt in "bB":
+                out.append("\\y" if nxt == "b" else "\\Y")
+            else:
+                out.append(char + nxt)
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":  # a leading ']' (after an optional '^') is a member
+            j = i + 1 + pattern.startswith("^", i + 1)
+            j += pattern.startswith("]", j)
+            out.append(pattern[i:j])
+            i, in_class = j, True
+            continue
+        elif char == "(" and pattern.startswith("?", i + 1):
+            if pattern.startswith("?P<", i + 1):
+                out.append("(")
+                i = pattern.index(">", i) + 1
+                continue
+            rest = pattern[i + 2 :]
+            flags = len(rest) - len(rest.lstrip("imsx"))
+            leading_flags = i == 0 and flags and rest[flags : flags + 1] == ")"
+            if not (leading_flags or rest[:1] in (":", "=", "!") or rest[:2] in ("<=", "<!")):
+                raise bad_request(
+                    f"Invalid q: the pattern {pattern!r} uses '(?{rest[:2]}', "
+                    "which this broker cannot evaluate on PostgreSQL"
+                )
+        elif char in "*+?}" and pattern.startswith("+", i + 1):
+            raise bad_request(f"Invalid q: possessive quantifiers are not supported ({pattern!r})")
+        out.append(char)
+        i += 1
+    return "".join(out)
