@@ -124,11 +124,6 @@ def load_many(
     stmt = base_select(scope).where(entities.c.id.in_(wanted)).order_by(entities.c.id)
     if lock:
         stmt = stmt.with_for_update()
-    if conn.dialect.name == "postgresql" and len(wanted) > 1:
-        # Lookups by key belong on the unique index. While a bulk load grows the table
-        # faster than statistics follow, the planner would otherwise scan it whole for
-        # every batch (seen: minutes per batch at 400,000 rows). LOCAL: this transaction.
-        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
     return {r.id: to_row(r) for r in conn.execute(stmt)}
 
 
