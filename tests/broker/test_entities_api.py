@@ -355,3 +355,12 @@ def test_bad_input_is_refused_and_writes_nothing(client, body, headers, status):
     problem = r.json()
     assert problem["type"] and problem["title"]
     assert client.get(f"{BASE}/entities/urn:a:b").status_code in (404,)
+
+
+@pytest.mark.parametrize("method", ["put", "patch"])
+def test_a_non_object_body_for_replace_or_merge_is_a_bad_request(client, method):
+    client.post(f"{BASE}/entities", json=shelter(30))
+    url = f"{BASE}/entities/urn:ngsi-ld:EvacuationShelter:030"
+    r = client.request(method.upper(), url, json=[{"capacity": {"value": 1}}])
+    assert r.status_code == 400, r.text
+    assert client.get(url, params={"options": "keyValues"}).json()["capacity"] == 3000

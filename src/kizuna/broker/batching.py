@@ -25,7 +25,8 @@ from kizuna.problems import Problem
 T = TypeVar("T")
 log = logging.getLogger("kizuna.broker")
 _MAX_BATCH = 128
-_RETRIES_ON_RACE = 3
+# How often a write that lost a race on a unique key is run again (it then sees the winner).
+RETRIES_ON_RACE = 3
 
 
 class GroupCommitter:
@@ -88,7 +89,7 @@ class GroupCommitter:
         self, work: Callable[[Connection], Any], future: Future, error: Exception
     ) -> None:
         """A lone request that failed: retry a lost race (the retry sees the winner)."""
-        for _ in range(_RETRIES_ON_RACE):
+        for _ in range(RETRIES_ON_RACE):
             if not isinstance(error, IntegrityError):
                 break
             try:

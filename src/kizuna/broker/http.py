@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -65,21 +65,40 @@ def body_context(request: Request, body: Any) -> Any:
     application/ld+json carries it in the body (required); application/json gets it
     from the Link header and must not carry one in the body.
     """
-    ctype = media_type(request.headers.get("content-type"))
     items = body if isinstance(body, list) else [body]
-    if ctype == JSON_LD:
-        if request.headers.get("link"):
-            raise bad_request(
-                "application/ld+json carries its @context in the body, not a Link header"
-            )
+    if _is_json_ld(request):
         for item in items:
-            if not isinstance(item, dict) or "@context" not in item:
-                raise bad_request("An application/ld+json body must carry its @context")
+            _own_context(item)
         return items[0]["@context"] if items else None
     for item in items:
-        if isinstance(item, dict) and "@context" in item:
-            raise bad_request("@context in an application/json body; use the Link header instead")
+        _no_inline_context(item)
     return context_link(request)
+
+
+def without_context(body: Any) -> Any:
+    """A JSON object body without its @context member (anything else unchanged)."""
+    if isinstance(body, dict):
+        return {k: v for k, v in body.items() if k != "@context"}
+    return body
+
+
+def _is_json_ld(request: Request) -> bool:
+    if media_type(request.headers.get("content-type")) != JSON_LD:
+        return False
+    if request.headers.get("link"):
+        raise bad_request("application/ld+json carries its @context in the body, not a Link header")
+    return True
+
+
+def _own_context(item: Any) -> Any:
+    if not isinstance(item, dict) or "@context" not in item:
+        raise bad_request("An application/ld+json body must carry its @context")
+    return item["@context"]
+
+
+def _no_inline_context(item: Any) -> None:
+    if isinstance(item, dict) and "@context" in item:
+        raise bad_request("@context in an application/json body; use the Link header instead")
 
 
 async def resolve_term_map(contexts: ContextStore, context: Any) -> TermMap:
@@ -91,25 +110,14 @@ async def term_map_for_body(contexts: ContextStore, request: Request, body: Any)
     return await resolve_term_map(contexts, body_context(request, body))
 
 
-def term_map_of_item(contexts: ContextStore, request: Request) -> Any:
+async def term_map_of_item(contexts: ContextStore, request: Request) -> Callable[[Any], TermMap]:
     """For batches: each application/ld+json entity carries its own @context."""
-    if media_type(request.headers.get("content-type")) == JSON_LD:
-        if request.headers.get("link"):
-            raise bad_request(
-                "application/ld+json carries its @context in the body, not a Link header"
-            )
-
-        def of(item: Any) -> TermMap:
-            if not isinstance(item, dict) or "@context" not in item:
-                raise bad_request("An application/ld+json entity must carry its @context")
-            return contexts.term_map(item["@context"])
-
-        return of
-    shared = contexts.term_map(context_link(request))
+    if _is_json_ld(request):
+        return lambda item: contexts.term_map(_own_context(item))
+    shared = await resolve_term_map(contexts, context_link(request))
 
     def same(item: Any) -> TermMap:
-        if isinstance(item, dict) and "@context" in item:
-            raise bad_request("@context in an application/json body; use the Link header instead")
+        _no_inline_context(item)
         return shared
 
     return same

@@ -27,6 +27,7 @@ from kizuna.broker.http import (
     split_list,
     term_map_for_body,
     term_map_of_item,
+    without_context,
 )
 from kizuna.broker.ngsild import GEOJSON_TYPES, check_name, check_uri
 from kizuna.broker.service import BatchResult, Broker, Query, UpdateResult
@@ -319,9 +320,7 @@ async def replace_entity(request: Request, scope: WriteScope, entity_id: str) ->
     body = await read_json(request)
     broker = _broker(request)
     tm = await term_map_for_body(broker.contexts, request, body)
-    await run_in_threadpool(
-        broker.replace, scope, tm, entity_id, {k: v for k, v in body.items() if k != "@context"}
-    )
+    await run_in_threadpool(broker.replace, scope, tm, entity_id, without_context(body))
     return _no_content(request)
 
 
@@ -331,9 +330,7 @@ async def merge_entity(request: Request, scope: WriteScope, entity_id: str) -> R
     body = await read_json(request, (JSON, JSON_LD, MERGE_PATCH))
     broker = _broker(request)
     tm = await term_map_for_body(broker.contexts, request, body)
-    await run_in_threadpool(
-        broker.merge, scope, tm, entity_id, {k: v for k, v in body.items() if k != "@context"}
-    )
+    await run_in_threadpool(broker.merge, scope, tm, entity_id, without_context(body))
     return _no_content(request)
 
 
@@ -375,9 +372,7 @@ async def partial_update_attribute(
     body = await read_json(request)
     broker = _broker(request)
     tm = await term_map_for_body(broker.contexts, request, body)
-    fragment = (
-        {k: v for k, v in body.items() if k != "@context"} if isinstance(body, dict) else body
-    )
+    fragment = without_context(body)
     await run_in_threadpool(broker.partial_update_attribute, scope, tm, entity_id, attr, fragment)
     return _no_content(request)
 
@@ -432,7 +427,7 @@ async def _batch(
     result = await run_in_threadpool(
         getattr(broker, operation),
         scope,
-        term_map_of_item(broker.contexts, request),
+        await term_map_of_item(broker.contexts, request),
         body,
         **options,
     )

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, and_, exists, func, literal_column, o
 from sqlalchemy.exc import IntegrityError
 
 from kizuna.broker import geo, store
-from kizuna.broker.batching import GroupCommitter
+from kizuna.broker.batching import RETRIES_ON_RACE, GroupCommitter
 from kizuna.broker.context import ContextStore, TermMap
 from kizuna.broker.models import entities, entity_types
 from kizuna.broker.ngsild import (
@@ -46,7 +46,6 @@ T = TypeVar("T")
 Instances = list[dict[str, Any]]
 # The @context of one entity in a batch (application/ld+json carries one per entity).
 TermMapOf = Callable[[Any], TermMap]
-_RETRIES_ON_RACE = 3
 # Up to this many bounding-box candidates are passed to the entity query as a key list.
 _GEO_KEYS_INLINE = 20_000
 
@@ -101,12 +100,12 @@ class Broker:
 
     def _write_batch(self, work: Callable[[Connection], T]) -> T:
         """A batch operation in its own transaction, retried when a concurrent insert won a race."""
-        for attempt in range(_RETRIES_ON_RACE):
+        for attempt in range(RETRIES_ON_RACE):
             try:
                 with self._writer.begin() as conn:
                     return work(conn)
             except IntegrityError:
-                if attempt == _RETRIES_ON_RACE - 1:
+                if attempt == RETRIES_ON_RACE - 1:
                     raise
         raise AssertionError("unreachable")
 
@@ -121,7 +120,7 @@ class Broker:
         entity = expand_entity(body, tm, to_iso(now))
 
         def work(conn: Connection) -> str:
-            if store.load(conn, _writable(scope), entity.id) is not None:
+            if store.load(conn, scope, entity.id) is not None:
                 raise already_exists(f"Entity {entity.id} already exists")
             store.insert_many(conn, scope, [entity], now)
             return entity.id
@@ -631,11 +630,6 @@ class Broker:
 
 
 # --- helpers -------------------------------------------------------------------------
-
-
-def _writable(scope: TenantScope) -> TenantScope:
-    # Creating must see every entity of the tenant, whatever the caller may read.
-    return TenantScope(scope.tenant, scope.principal, scope.can_write)
 
 
 def _stream(conn: Connection, stmt: Any) -> Iterator[Any]:
