@@ -101,10 +101,14 @@ def alembic_config() -> Config:
 
 
 def upgrade_to_head(engine: Engine) -> None:
-    """Apply every pending migration; safe to call from several processes at once."""
+    """Apply every pending migration of every module; safe from several processes at once.
+
+    Each module keeps its own migration branch (``branch_labels=("<module>",)``, based on
+    the foundation revision ``0001``), so the script directory has one head per module.
+    """
     cfg = alembic_config()
     with writer(engine).begin() as conn:
         if is_postgres(conn):
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
