@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kizuna.broker import geo, store
 from kizuna.broker.batching import RETRIES_ON_RACE, GroupCommitter
+from kizuna.broker.changes import ChangeListener, EntityChange
 from kizuna.broker.context import ContextStore, TermMap
 from kizuna.broker.models import entities, entity_types
 from kizuna.broker.ngsild import (
@@ -91,6 +92,11 @@ class Broker:
         self._writer = writer(engine)
         self._committer = GroupCommitter(self._writer)
         self._dialect = engine.dialect.name
+        self._listeners: list[ChangeListener] = []
+
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener`` with every entity change, inside the writing transaction."""
+        self._listeners.append(listener)
 
     # --- transactions --------------------------------------------------------------
 
@@ -113,6 +119,40 @@ class Broker:
     def _now() -> datetime:
         return datetime.now(UTC)
 
+    # --- the only places entity rows are written: each tells the listeners ------------
+
+    def _insert(
+        self, conn: Connection, scope: TenantScope, new: Sequence[Entity], now: datetime
+    ) -> None:
+        store.insert_many(conn, scope, new, now)
+        self._announce(conn, [EntityChange(scope.tenant, e.id, None, e, now) for e in new])
+
+    def _update(
+        self,
+        conn: Connection,
+        scope: TenantScope,
+        changed: Sequence[tuple[store.Row, Entity]],
+        now: datetime,
+    ) -> None:
+        store.update_many(conn, scope, changed, now)
+        self._announce(
+            conn,
+            [EntityChange(scope.tenant, old.id, _entity_of(old), new, now) for old, new in changed],
+        )
+
+    def _delete(
+        self, conn: Connection, scope: TenantScope, old: Sequence[store.Row], now: datetime
+    ) -> None:
+        store.delete_many(conn, scope, [row.pk for row in old])
+        self._announce(
+            conn, [EntityChange(scope.tenant, row.id, _entity_of(row), None, now) for row in old]
+        )
+
+    def _announce(self, conn: Connection, changes: list[EntityChange]) -> None:
+        if changes:
+            for listener in self._listeners:
+                listener(conn, changes)
+
     # --- single entity -------------------------------------------------------------
 
     def create(self, scope: TenantScope, tm: TermMap, body: Any) -> str:
@@ -122,7 +162,7 @@ class Broker:
         def work(conn: Connection) -> str:
             if store.load(conn, scope, entity.id) is not None:
                 raise already_exists(f"Entity {entity.id} already exists")
-            store.insert_many(conn, scope, [entity], now)
+            self._insert(conn, scope, [entity], now)
             return entity.id
 
         return self._write(entity.id, work)
@@ -157,14 +197,15 @@ class Broker:
 
         def work(conn: Connection) -> None:
             old = self._existing(conn, scope, entity_id)
-            store.update_many(conn, scope, [(old, entity)], now)
+            self._update(conn, scope, [(old, entity)], now)
 
         self._write(entity_id, work)
 
     def delete(self, scope: TenantScope, entity_id: str) -> None:
+        now = self._now()
+
         def work(conn: Connection) -> None:
-            old = self._existing(conn, scope, entity_id)
-            store.delete_many(conn, scope, [old.pk])
+            self._delete(conn, scope, [self._existing(conn, scope, entity_id)], now)
 
         self._write(entity_id, work)
 
@@ -186,7 +227,7 @@ class Broker:
             old = self._existing(conn, scope, entity_id)
             attrs, result = _append(old.attrs, new, tm, overwrite=overwrite)
             types = _with_fragment_types(old.types, fragment, tm)
-            store.update_many(conn, scope, [(old, Entity(old.id, types, old.scopes, attrs))], now)
+            self._update(conn, scope, [(old, Entity(old.id, types, old.scopes, attrs))], now)
             return result
 
         return self._write(entity_id, work)
@@ -200,9 +241,7 @@ class Broker:
         def work(conn: Connection) -> UpdateResult:
             old = self._existing(conn, scope, entity_id)
             attrs, result = _update(old.attrs, new, tm)
-            store.update_many(
-                conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now
-            )
+            self._update(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
             return result
 
         return self._write(entity_id, work)
@@ -229,9 +268,7 @@ class Broker:
             instance["createdAt"] = current.get("createdAt", instance["createdAt"])
             attrs = dict(old.attrs)
             attrs[iri] = [instance if i is current else i for i in instances]
-            store.update_many(
-                conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now
-            )
+            self._update(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
 
         self._write(entity_id, work)
 
@@ -251,9 +288,7 @@ class Broker:
             if iri not in old.attrs:
                 raise not_found(f"Entity {entity_id} has no attribute {attr}")
             attrs, _ = _update(old.attrs, new, tm)
-            store.update_many(
-                conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now
-            )
+            self._update(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
 
         self._write(entity_id, work)
 
@@ -287,9 +322,7 @@ class Broker:
                 attrs[iri] = kept
             else:
                 del attrs[iri]
-            store.update_many(
-                conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now
-            )
+            self._update(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
 
         self._write(entity_id, work)
 
@@ -303,7 +336,7 @@ class Broker:
 
         def work(conn: Connection) -> None:
             old = self._existing(conn, scope, entity_id)
-            store.update_many(conn, scope, [(old, _merged(old, patch))], now)
+            self._update(conn, scope, [(old, _merged(old, patch))], now)
 
         self._write(entity_id, work)
 
@@ -328,7 +361,7 @@ class Broker:
                     )
                 else:
                     fresh[entity.id] = entity
-            store.insert_many(conn, scope, list(fresh.values()), now)
+            self._insert(conn, scope, list(fresh.values()), now)
             out.success = list(fresh)
             out.created = list(fresh)
             return out
@@ -357,8 +390,8 @@ class Broker:
                     changed[entity.id] = (old, _combine(current, entity, replace))
                 else:
                     fresh[entity.id] = entity
-            store.insert_many(conn, scope, list(fresh.values()), now)
-            store.update_many(conn, scope, list(changed.values()), now)
+            self._insert(conn, scope, list(fresh.values()), now)
+            self._update(conn, scope, list(changed.values()), now)
             out.success = [e.id for e in valid]
             out.success = list(dict.fromkeys(out.success))
             out.created = list(fresh)
@@ -400,7 +433,7 @@ class Broker:
                     out.errors.append(problem_for_entity(entity.id, problem))
                 else:
                     out.success.append(entity.id)
-            store.update_many(conn, scope, list(changed.values()), now)
+            self._update(conn, scope, list(changed.values()), now)
             return out
 
         return self._write_batch(work)
@@ -432,7 +465,7 @@ class Broker:
                 target = base if base is not None else old
                 changed[entity_id] = (old, _merged(target, patch))
                 out.success.append(entity_id)
-            store.update_many(conn, scope, list(changed.values()), now)
+            self._update(conn, scope, list(changed.values()), now)
             return out
 
         return self._write_batch(work)
@@ -460,7 +493,7 @@ class Broker:
                     result.errors.append(
                         problem_for_entity(entity_id, not_found(f"Entity {entity_id} not found"))
                     )
-            store.delete_many(conn, scope, [existing[i].pk for i in result.success])
+            self._delete(conn, scope, [existing[i] for i in result.success], self._now())
             return result
 
         return self._write_batch(work)
@@ -703,6 +736,10 @@ def _render(row: store.Row, tm: TermMap, how: Rendering) -> dict[str, Any]:
         tm,
         how,
     )
+
+
+def _entity_of(row: store.Row) -> Entity:
+    return Entity(row.id, row.types, row.scopes, row.attrs)
 
 
 def _validate_batch(body: Any, parse: Callable[[Any], T]) -> tuple[list[T], BatchResult]:
