@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from kizuna.storage import create_engine_for, upgrade_to_head
+from tests.browser import CHROMIUM
 
 PG_ADMIN_URL = os.environ.get(
     "KIZUNA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -79,3 +80,33 @@ def engine(request) -> Engine:
     """The same test on both dialects."""
     name = "sqlite_engine" if request.param == "sqlite" else "pg_engine"
     return request.getfixturevalue(name)
+
+
+# --- pages in a real browser -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium():  # noqa: ANN201
+    """Debian's Chromium driven by Playwright (no browser download)."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing (apt-get install chromium)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def phone(chromium):  # noqa: ANN001, ANN201
+    """A page at phone size (390×844, Japanese locale), closed after the test."""
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, locale="ja-JP")
+    yield context.new_page()
+    context.close()

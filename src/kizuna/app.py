@@ -24,6 +24,7 @@ from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
 from kizuna.tenancy.routes import router as tenancy_router
 from kizuna.tenancy.service import TenantDirectory
+from kizuna.web.mount import error_page, mount_web, wants_html
 
 log = logging.getLogger("kizuna")
 
@@ -118,7 +119,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return problem_response(Problem(400, "BadRequestData", "Bad request data", details))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if wants_html(request):
+            return error_page(request, exc.status_code, str(exc.detail))
         kind = "ResourceNotFound" if exc.status_code == 404 else "urn:kizuna:errors:HttpError"
         problem = Problem(exc.status_code, kind, str(exc.detail), str(exc.detail))
         return problem_response(problem)
@@ -130,5 +133,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(broker_router)
     app.include_router(auth_router)
     app.include_router(tenancy_router)
+    mount_web(app, page_modules=[])
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app

@@ -19,7 +19,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from cachetools import TTLCache
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from kizuna.auth.models import api_keys, tokens, user_tenants, users
 from kizuna.problems import forbidden, invalid_request, unauthorized
@@ -91,6 +91,7 @@ class Authenticator:
         self._engine = engine
         self._settings = settings
         self._cache: TTLCache[str, Principal] = TTLCache(maxsize=10_000, ttl=cache_seconds)
+        self._names: TTLCache[str, str | None] = TTLCache(maxsize=10_000, ttl=cache_seconds)
         self._lock = threading.Lock()
         self._jwks: jwt.PyJWKClient | None = (
             jwt.PyJWKClient(settings.oidc_jwks_url, cache_keys=True, lifespan=600)
@@ -116,6 +117,20 @@ class Authenticator:
     def forget(self) -> None:
         with self._lock:
             self._cache.clear()
+            self._names.clear()
+
+    def display_name(self, username: str) -> str | None:
+        """The name a page greets a signed-in user by (cached like principals)."""
+        with self._lock:
+            if username in self._names:
+                return self._names[username]
+        with self._engine.connect() as conn:
+            name = conn.execute(
+                select(users.c.display_name).where(users.c.username == username)
+            ).scalar_one_or_none()
+        with self._lock:
+            self._names[username] = name
+        return name
 
     def _cached(self, credential: str, load) -> Principal:  # noqa: ANN001
         key = _sha256(credential)
@@ -266,6 +281,11 @@ def issue_token(
         insert(tokens).values(token_sha256=_sha256(token), user_id=row.id, expires_at=expires)
     )
     return token, expires
+
+
+def revoke_token(conn: Connection, token: str) -> None:
+    """Sign out: the token stops working (callers also clear the Authenticator's cache)."""
+    conn.execute(delete(tokens).where(tokens.c.token_sha256 == _sha256(token)))
 
 
 def create_api_key(conn: Connection, tenant: str, can_write: bool, label: str) -> str:
