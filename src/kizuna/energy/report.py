@@ -100,10 +100,11 @@ def chart_typical_day(r: Result) -> Figure:
     workday = np.array([d.weekday() < 5 for d in _dates(r)])
 
     def avg(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return x.reshape(days, SLOTS_PER_DAY)[mask].mean(0) * 2 / 1000  # kWh per slot → kW
+        kw = x.reshape(days, SLOTS_PER_DAY)[mask].mean(0) * 2 / 1000  # Wh per slot → kW
+        return np.append(kw, kw[-1])  # the last slot's step runs on to 24:00
 
     fig, ax = _figure()
-    t = np.arange(SLOTS_PER_DAY) / 2
+    t = np.arange(SLOTS_PER_DAY + 1) / 2
     total = a.demand.sum(1)
     ax.fill_between(
         t,
@@ -173,6 +174,7 @@ def chart_duration(r: Result) -> Figure:
         label="地産供給 Supplied",
     )
     ax.set_xlim(0, hours[-1])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set_xlabel("年間の時間（降順）Hours of the year, sorted")
     _mwh_axis(ax, "電力 Power (kW)")
     ax.set_title("負荷持続曲線 Load-duration curve")
@@ -336,8 +338,8 @@ def render_document(r: Result, images: dict[str, str] | None = None) -> str:
     return _env().get_template("energy_document.html.j2").render(body=body, fy=r.inputs.fy)
 
 
-def write_report(r: Result, out_dir: Path, pdf: bool = True) -> list[Path]:
-    """report.html (self-contained), chart PNGs, and report.pdf (charts and tables)."""
+def write_report(r: Result, out_dir: Path, pdf: bool = True, svg: bool = False) -> list[Path]:
+    """report.html (self-contained), chart PNGs (and SVGs), report.pdf (charts and tables)."""
     written, images = [], {}
     figures = {name: make(r) for name, make in CHARTS.items()}
     for name, fig in figures.items():
@@ -346,6 +348,10 @@ def write_report(r: Result, out_dir: Path, pdf: bool = True) -> list[Path]:
         path.write_bytes(data)
         written.append(path)
         images[name] = "data:image/png;base64," + base64.b64encode(data).decode()
+        if svg:  # text as glyph outlines: Japanese shows without fonts on the viewer's side
+            path = out_dir / f"chart_{name}.svg"
+            fig.savefig(path, format="svg", metadata={"Date": None})
+            written.append(path)
     html = out_dir / "report.html"
     html.write_text(render_document(r, images), encoding="utf-8")
     written.append(html)
