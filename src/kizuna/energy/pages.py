@@ -41,14 +41,19 @@ ELIGIBILITY: dict[str, tuple[str, str]] = {
         "The regional power company is (or can be) registered as a retail electricity supplier",
     ),
     "self_wheeling_closely_related": (
-        "自己託送：発電者（組合）と需要家（構成市町の施設）が「密接な関係」にあり、自己託送の要件を満たす",
-        "Self-wheeling: the generator (the union) and the users (the towns' facilities) are "
-        "closely related and meet the self-wheeling requirements",
+        "発電者（組合）と需要家（構成市町の施設）が「密接な関係」にあり、自己託送の要件を満たす",
+        "The generator (the union) and the users (the towns' facilities) are closely related "
+        "and meet the self-wheeling requirements",
     ),
     "retailer_offer": (
         "小売電気事業者から、発電所の電力を施設に供給する提案を受けている",
         "A retailer has offered to supply the plant's power to the facilities",
     ),
+}
+SCHEME_OF_FLAG = {
+    "company_licensed": ("地域新電力", "Regional power company"),
+    "self_wheeling_closely_related": ("自己託送", "Self-wheeling"),
+    "retailer_offer": ("小売電気事業者経由", "Via a retailer"),
 }
 METHODS = {
     "": ("設定ファイルどおり（既定は需要比例）", "As in the config (default: pro rata)"),
@@ -127,6 +132,7 @@ def _page(
         "charts": store.CHARTS,
         "downloads": store.DOWNLOADS,
         "eligibility": ELIGIBILITY,
+        "scheme_of": SCHEME_OF_FLAG,
         "methods": METHODS,
         "errors": errors or [],
         "error_total": error_total,
@@ -195,7 +201,7 @@ def _run_file(request: Request, run: store.Run, name: str) -> Path:
 
 @router.get("/energy/runs/{run_id}/charts/{chart}.svg")
 def chart(request: Request, user: PageUser, run_id: int, chart: str) -> Response:
-    if chart not in store.CHARTS:
+    if chart.removesuffix("_narrow") not in store.CHARTS:
         raise HTTPException(404, "グラフがありません / No such chart")
     run, _ = _visible_run(request, user, run_id)
     path = _run_file(request, run, f"chart_{chart}.svg")
