@@ -35,7 +35,7 @@ DOWNLOADS: dict[str, tuple[str, str]] = {
     "towns_monthly.csv": ("市町別・月別", "By town and month"),
     "facilities.csv": ("施設別", "By facility"),
     "sensitivity.csv": ("感度分析", "Sensitivity"),
-    "slots.csv": ("30分値（17,520コマ）", "Half-hourly values"),
+    "slots.csv": ("30分値（全コマ）", "Every half-hour slot"),
 }
 MEDIA_TYPES = {
     ".csv": "text/csv; charset=utf-8",
