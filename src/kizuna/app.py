@@ -20,6 +20,7 @@ from kizuna.auth.service import Authenticator
 from kizuna.broker.context import ContextStore
 from kizuna.broker.routes import router as broker_router
 from kizuna.broker.service import Broker
+from kizuna.energy import pages as energy_pages
 from kizuna.problems import Problem
 from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
@@ -64,22 +65,25 @@ def problem_response(problem: Problem) -> Response:
 class BodySizeLimit:
     """Refuses request bodies over the limit with 413 before they reach a route."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, uploads: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        # Paths of pages that take data files (exact match) and their larger limit.
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.uploads.get(scope["path"], self.limit)
         too_large = Problem(
             413,
             "urn:kizuna:errors:PayloadTooLarge",
             "Payload too large",
-            f"The request body exceeds {self.limit} bytes",
+            f"The request body exceeds {limit} bytes",
         )
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await problem_response(too_large)(scope, receive, send)
                 return
         received = 0
@@ -89,7 +93,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     raise too_large
             return message
 
@@ -134,8 +138,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(broker_router)
     app.include_router(auth_router)
     app.include_router(tenancy_router)
-    mount_web(app, page_modules=[])
-    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    mount_web(app, page_modules=[energy_pages])
+    app.add_middleware(
+        BodySizeLimit,
+        limit=settings.max_body_bytes,
+        uploads={"/energy/runs": settings.max_upload_bytes},
+    )
     return app
 
 
