@@ -157,9 +157,19 @@ class _Lot:
 class Item:
     """A transfer to apply; ``sweep`` ones (expiry job) may draw only on expired lots."""
 
-    req: TransferCreate
+    req: TransferCreate | None
     sweep: bool = False
     hash: str = ""
+    # Input that failed validation: it fails (and fails its linked chain) when applied.
+    invalid: tuple[str | None, str, bool] | None = None  # (raw id, detail, linked)
+
+    @property
+    def linked(self) -> bool:
+        return self.invalid[2] if self.invalid else bool(self.req and self.req.linked)
+
+    @property
+    def id(self) -> str | None:
+        return self.invalid[0] if self.invalid else self.req.id  # type: ignore[union-attr]
 
 
 @dataclass
@@ -256,6 +266,12 @@ class Batch:
         self.undo: list[tuple[Any, str, Any]] = []
         self.next_temp_lot = -1
 
+    @staticmethod
+    def fail_all(items: list[Item]) -> list[TransferResult]:
+        """Results for a batch in which nothing passed validation (no transaction needed)."""
+        batch = Batch.__new__(Batch)
+        return [batch._failed(i, "invalid-transfer", i.invalid[1]) for i in items]  # type: ignore[index]
+
     # --- reading and locking ------------------------------------------------------------
 
     def load(self, frontier: merkle.Frontier) -> None:
@@ -266,6 +282,8 @@ class Batch:
         codes: set[str] = set()
         for item in self.items:
             r = item.req
+            if r is None:
+                continue
             ids.add(r.id)
             for pid in (r.post_pending_id, r.void_pending_id):
                 if pid:
@@ -411,14 +429,15 @@ class Batch:
         items = self.items
         results: list[TransferResult | None] = [None] * len(items)
         for item in items:
-            item.hash = body_hash(item.req)
+            if item.req is not None:
+                item.hash = body_hash(item.req)
         i = 0
         while i < len(items):
             j = i
-            while items[j].req.linked and j + 1 < len(items):
+            while items[j].linked and j + 1 < len(items):
                 j += 1
             chain = range(i, j + 1)
-            if items[j].req.linked:  # the batch ends inside a chain
+            if items[j].linked:  # the batch ends inside a chain
                 for k in chain:
                     results[k] = self._failed(
                         items[k],
@@ -437,7 +456,7 @@ class Batch:
                             results[other] = self._failed(
                                 items[other],
                                 "linked-event-failed",
-                                f"transfer {items[k].req.id} of the chain failed: {fail.code}",
+                                f"transfer {items[k].id} of the chain failed: {fail.code}",
                             )
                     results[k] = self._failed(items[k], fail.code, fail.detail)
                     break
@@ -446,11 +465,14 @@ class Batch:
 
     def _failed(self, item: Item, code: str, detail: str) -> TransferResult:
         return TransferResult.model_construct(
-            id=item.req.id, status="failed", transfer=None, error=_error(code, detail)
+            id=item.id, status="failed", transfer=None, error=_error(code, detail)
         )
 
     def _one(self, item: Item) -> TransferResult:
+        if item.invalid is not None:
+            raise _Fail("invalid-transfer", item.invalid[1])
         r = item.req
+        assert r is not None
         done = self.created.get(r.id)
         if done is not None:
             if done[0] != item.hash:

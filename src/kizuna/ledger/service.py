@@ -35,6 +35,7 @@ from sqlalchemy import Engine, func, insert, select, update
 
 from kizuna.ledger import audit, merkle
 from kizuna.ledger.apply import (
+    Batch,
     Item,
     apply_batch,
     from_us,
@@ -265,14 +266,13 @@ class Ledger:
         """
         if len(items) > MAX_BATCH:
             raise ledger_problem("invalid-request", f"at most {MAX_BATCH} transfers per batch")
-        prepared: list[Item | TransferResult] = [_prepare(i) for i in items]
-        valid = [p for p in prepared if isinstance(p, Item)]
-        applied: list[TransferResult] = []
-        if valid:
-            with writer(self.engine).begin() as conn:
-                applied = apply_batch(conn, tenant, valid)
-        out = iter(applied)
-        return [p if isinstance(p, TransferResult) else next(out) for p in prepared]
+        prepared = [_prepare(i) for i in items]
+        if not prepared:
+            return []
+        if all(p.invalid for p in prepared):
+            return Batch.fail_all(prepared)
+        with writer(self.engine).begin() as conn:
+            return apply_batch(conn, tenant, prepared)
 
     def post_transfer(self, tenant: str, item: TransferCreate | dict[str, Any]) -> TransferResult:
         """Apply one transfer, sharing a transaction with concurrent callers (group commit).
@@ -281,9 +281,9 @@ class Ledger:
         transfer fails. A linked transfer cannot be sent alone.
         """
         prepared = _prepare(item)
-        if isinstance(prepared, TransferResult):
-            raise result_problem(prepared)
-        if prepared.req.linked:
+        if prepared.invalid:
+            raise ledger_problem("invalid-transfer", prepared.invalid[1])
+        if prepared.linked:
             raise ledger_problem(
                 "linked-chain-open", "send linked transfers together with post_transfers"
             )
@@ -547,23 +547,18 @@ class Ledger:
         return audit.verify(self.engine, self.keys, tenant, trusted_keys)
 
 
-def _prepare(item: TransferCreate | dict[str, Any]) -> Item | TransferResult:
+def _prepare(item: TransferCreate | dict[str, Any]) -> Item:
     if isinstance(item, TransferCreate):
         return Item(item)
     try:
         return Item(TransferCreate.model_validate(item))
     except ValidationError as exc:
-        from kizuna.ledger.apply import _error
-
         raw = item.get("id") if isinstance(item, dict) else None
+        linked = bool(item.get("linked")) if isinstance(item, dict) else False
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
         )
-        return TransferResult(
-            id=str(raw) if raw is not None else None,
-            status="failed",
-            error=_error("invalid-transfer", detail),
-        )
+        return Item(None, invalid=(str(raw) if raw is not None else None, detail, linked))
 
 
 def _transfer_rows(conn: Any, tenant: str, *conditions: Any) -> Any:
