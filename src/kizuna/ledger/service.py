@@ -26,14 +26,14 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, insert, select, update
 
-from kizuna.ledger import audit, merkle
+from kizuna.ledger import audit, merkle, settlement
 from kizuna.ledger.apply import (
     Batch,
     Item,
@@ -58,12 +58,15 @@ from kizuna.ledger.schemas import (
     CurrencyPublic,
     ExpiryPublic,
     LotPublic,
+    MerchantTerms,
     Receipt,
+    SettlementPublic,
     TransferCreate,
     TransferPublic,
     TransferResult,
     VerifyReport,
 )
+from kizuna.ledger.zengin import Originator
 from kizuna.storage import writer
 
 log = logging.getLogger("kizuna.ledger")
@@ -538,6 +541,46 @@ class Ledger:
         proof = merkle.consistency_proof(leaves, old_size, new_size)
         return ConsistencyProof(
             old_size=old_size, new_size=new_size, proof=[p.hex() for p in proof]
+        )
+
+    # --- merchant settlement ---------------------------------------------------------------
+
+    def set_merchant_terms(self, tenant: str, code: str, terms: MerchantTerms) -> MerchantTerms:
+        """Fee rate, cycle (monthly by default) and bank account of a merchant account."""
+        return settlement.set_terms(self.engine, tenant, code, terms)
+
+    def statement(self, tenant: str, code: str, day: date) -> SettlementPublic:
+        """The statement of the merchant's period containing ``day`` (paid or not yet)."""
+        return settlement.statement(self.engine, tenant, code, day)
+
+    def settle(self, tenant: str, code: str, day: date) -> SettlementPublic:
+        """Pay out the (finished) period containing ``day``; a second call returns the first."""
+        return settlement.settle(self.engine, tenant, code, day)
+
+    def settlements(
+        self, tenant: str, since: date | None = None, until: date | None = None
+    ) -> list[SettlementPublic]:
+        return [s for s, _, _ in settlement.list_settlements(self.engine, tenant, since, until)]
+
+    def settlements_csv(
+        self, tenant: str, since: date | None = None, until: date | None = None
+    ) -> bytes:
+        """The settlements as CSV for Excel (UTF-8 with BOM, CRLF)."""
+        return settlement.settlements_csv(
+            settlement.list_settlements(self.engine, tenant, since, until)
+        )
+
+    def settlements_zengin(
+        self,
+        tenant: str,
+        origin: Originator,
+        transfer_date: date,
+        since: date | None = None,
+        until: date | None = None,
+    ) -> bytes:
+        """The settlements as a 全銀協 総合振込 file (cp932, 120-byte records)."""
+        return settlement.settlements_zengin(
+            settlement.list_settlements(self.engine, tenant, since, until), origin, transfer_date
         )
 
     def verify(
