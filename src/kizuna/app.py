@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -21,6 +23,9 @@ from kizuna.broker.context import ContextStore
 from kizuna.broker.routes import router as broker_router
 from kizuna.broker.service import Broker
 from kizuna.energy import pages as energy_pages
+from kizuna.ledger.jobs import LedgerJobs
+from kizuna.ledger.routes import router as ledger_router
+from kizuna.ledger.service import Ledger
 from kizuna.problems import Problem
 from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
@@ -40,6 +45,7 @@ class Services:
     authenticator: Authenticator
     tenants: TenantDirectory
     broker: Broker
+    ledger: Ledger
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
@@ -53,6 +59,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         authenticator=Authenticator(engine, settings),
         tenants=TenantDirectory(engine),
         broker=Broker(engine, ContextStore(engine, settings)),
+        ledger=Ledger(engine, settings.data_dir),
     )
 
 
@@ -105,7 +112,20 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     services = build_services(settings, engine)
     if settings.open_access:
         log.warning("KIZUNA_OPEN_ACCESS is on: anonymous callers act as platform admin")
+    jobs = LedgerJobs(
+        services.ledger, settings.ledger_checkpoint_seconds, settings.ledger_jobs_seconds
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        jobs.start()
+        try:
+            yield
+        finally:
+            jobs.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Kizuna city OS",
         version=__version__,
         description="NGSI-LD context broker and resident services for municipalities (都市OS)",
@@ -138,6 +158,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(broker_router)
     app.include_router(auth_router)
     app.include_router(tenancy_router)
+    app.include_router(ledger_router)
     mount_web(app, page_modules=[energy_pages])
     app.add_middleware(
         BodySizeLimit,
