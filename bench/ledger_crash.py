@@ -229,7 +229,8 @@ def run(
         # Check: exactly the planned transfers, each once, balances and verify.
         from sqlalchemy import func, select
 
-        from kizuna.ledger.models import accounts, transfers as transfers_t
+        from kizuna.ledger.models import accounts
+        from kizuna.ledger.models import transfers as transfers_t
         from kizuna.storage import create_engine_for
 
         engine = create_engine_for(url, pool_size=2)
