@@ -36,7 +36,7 @@ from kizuna.storage import is_postgres
 
 JST = timezone(timedelta(hours=9))
 MAX_AMOUNT = (1 << 63) - 1
-_CHUNK = 500
+_CHUNK = 1000
 
 
 def now_us() -> int:
@@ -812,10 +812,17 @@ class Batch:
             frontier.append(leaf)
         insert_rows(conn, transfers, self.rows)
         dirty = sorted((a for a in self.by_id.values() if a.dirty), key=lambda a: a.id)
-        executemany(
+        update_by_id(
             conn,
-            "UPDATE ledger_accounts SET debits_posted = ?, credits_posted = ?, "
-            "debits_pending = ?, credits_pending = ?, day_key = ?, day_sent = ? WHERE id = ?",
+            "ledger_accounts",
+            [
+                "debits_posted",
+                "credits_posted",
+                "debits_pending",
+                "credits_pending",
+                "day_key",
+                "day_sent",
+            ],
             [(a.dp, a.cp, a.dpend, a.cpend, a.day_key, a.day_sent, a.id) for a in dirty],
         )
         if self.new_lots:
@@ -842,10 +849,8 @@ class Batch:
             (lot for lot in self.lot_by_id.values() if lot.dirty and not lot.new),
             key=lambda lot: lot.id,
         )
-        executemany(
-            conn,
-            "UPDATE ledger_lots SET remaining = ? WHERE id = ?",
-            [(lot.remaining, lot.id) for lot in changed],
+        update_by_id(
+            conn, "ledger_lots", ["remaining"], [(lot.remaining, lot.id) for lot in changed]
         )
         if self.spends:
             merged: dict[tuple[int, int], int] = defaultdict(int)
@@ -906,6 +911,32 @@ def take_ids(conn: Connection, table: str, n: int) -> list[int]:
         )
     top = conn.exec_driver_sql(f"SELECT COALESCE(MAX(id), 0) FROM {table}").scalar_one()
     return list(range(top + 1, top + 1 + n))
+
+
+def update_by_id(
+    conn: Connection, table: str, columns: list[str], params: list[tuple[int, ...]]
+) -> None:
+    """Set integer ``columns`` of many rows (each tuple: the values, then the id).
+
+    PostgreSQL: one ``UPDATE … FROM unnest(arrays)`` statement, one round trip for the
+    whole batch; SQLite: ``executemany`` in process."""
+    if not params:
+        return
+    if is_postgres(conn):
+        names = [*columns, "id"]
+        arrays = [list(col) for col in zip(*params, strict=True)]
+        sets = ", ".join(f"{c} = v.{c}" for c in columns)
+        sql = (
+            f"UPDATE {table} AS t SET {sets} FROM unnest("
+            + ", ".join(["%s::bigint[]"] * len(names))
+            + f") AS v({', '.join(names)}) WHERE t.id = v.id"
+        )
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute(sql, arrays)
+        return
+    sets = ", ".join(f"{c} = ?" for c in columns)
+    executemany(conn, f"UPDATE {table} SET {sets} WHERE id = ?", params)
 
 
 def executemany(conn: Connection, sql: str, params: list[tuple[Any, ...]]) -> None:
