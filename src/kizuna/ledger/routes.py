@@ -22,6 +22,7 @@ from kizuna.auth.service import Role
 from kizuna.ledger.apply import result_problem
 from kizuna.ledger.errors import ledger_problem
 from kizuna.ledger.schemas import (
+    MAX_INT,
     AccountCreate,
     AccountPublic,
     CheckpointPublic,
@@ -120,7 +121,7 @@ def account_transfers(
     request: Request,
     scope: ReadScope,
     code: str,
-    after_seq: int = -1,
+    after_seq: Annotated[int, Query(ge=-1, le=MAX_INT)] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[TransferPublic]:
     return _ledger(request).list_transfers(
@@ -178,7 +179,7 @@ async def post_transfers(request: Request, scope: WriteScope) -> Response:
 def list_transfers(
     request: Request,
     scope: ReadScope,
-    after_seq: int = -1,
+    after_seq: Annotated[int, Query(ge=-1, le=MAX_INT)] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[TransferPublic]:
     return _ledger(request).list_transfers(_reader(scope), after_seq=after_seq, limit=limit)
@@ -216,8 +217,8 @@ def sign_checkpoint(request: Request, scope: WriteScope) -> Response:
 def consistency(
     request: Request,
     scope: ReadScope,
-    old: Annotated[int, Query(ge=1)],
-    new: Annotated[int, Query(ge=1)],
+    old: Annotated[int, Query(ge=1, le=MAX_INT)],
+    new: Annotated[int, Query(ge=1, le=MAX_INT)],
 ) -> ConsistencyProof:
     """RFC 9162 consistency proof between two checkpoint sizes."""
     return _ledger(request).consistency_proof(_reader(scope), old, new)
