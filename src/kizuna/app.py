@@ -26,6 +26,9 @@ from kizuna.energy import pages as energy_pages
 from kizuna.ledger.jobs import LedgerJobs
 from kizuna.ledger.routes import router as ledger_router
 from kizuna.ledger.service import Ledger
+from kizuna.points import pages as points_pages
+from kizuna.points.routes import router as points_router
+from kizuna.points.service import Points
 from kizuna.problems import Problem
 from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
@@ -46,6 +49,7 @@ class Services:
     tenants: TenantDirectory
     broker: Broker
     ledger: Ledger
+    points: Points
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
@@ -53,13 +57,15 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine_for(settings.effective_database_url())
     upgrade_to_head(engine)
+    ledger = Ledger(engine, settings.data_dir)
     return Services(
         settings=settings,
         engine=engine,
         authenticator=Authenticator(engine, settings),
         tenants=TenantDirectory(engine),
         broker=Broker(engine, ContextStore(engine, settings)),
-        ledger=Ledger(engine, settings.data_dir),
+        ledger=ledger,
+        points=Points(engine, ledger, settings.data_dir, settings.points_qr_secret),
     )
 
 
@@ -159,7 +165,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(auth_router)
     app.include_router(tenancy_router)
     app.include_router(ledger_router)
-    mount_web(app, page_modules=[energy_pages])
+    app.include_router(points_router)
+    mount_web(app, page_modules=[energy_pages, points_pages])
     app.add_middleware(
         BodySizeLimit,
         limit=settings.max_body_bytes,

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     ledger_checkpoint_seconds: float = 60
     ledger_jobs_seconds: float = 300
 
+    # Points: the key that signs shop QR codes (empty: a random key kept in
+    # data_dir/points/qr.key, shared by every server on that folder).
+    points_qr_secret: str = ""
+    # Points: an OIDC identity claim that counts as 実名 verification (dotted path, e.g.
+    # "verified_claims.verification.trust_framework"); empty: staff verify every resident.
+    points_oidc_verified_claim: str = ""
+
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -1779,6 +1779,10 @@ class Points:
                     raise
         return out
 
+    def is_settled(self, tenant: str, statement: SettlementPublic) -> bool:
+        """Whether the statement's period was paid out (its settlement transfer exists)."""
+        return self._transfer(tenant, statement.transfer_id) is not None
+
     def settlements_csv(self, tenant: str, month: date) -> bytes:
         start = month.replace(day=1)
         end = (start + timedelta(days=32)).replace(day=1)
