@@ -10,19 +10,23 @@ from kizuna.ledger.service import Ledger
 from kizuna.points.schemas import ProgrammeCreate, ResidentCreate, ShopCreate
 from kizuna.points.service import Points
 
-TENANT = "takasago"
-
 
 def new_id() -> str:
     return str(uuid.uuid4())
 
 
 @pytest.fixture
-def points(engine, tmp_path) -> Points:  # noqa: ANN001
+def tenant() -> str:
+    """A tenant of its own per test: the PostgreSQL schema is shared by the session."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def points(engine, tmp_path, tenant) -> Points:  # noqa: ANN001
     ledger = Ledger(engine, tmp_path)
     service = Points(engine, ledger, tmp_path)
     service.setup_programme(
-        TENANT,
+        tenant,
         ProgrammeCreate(
             name_ja="たかさご未来資産ポイント",
             name_en="Takasago future points",
@@ -34,20 +38,32 @@ def points(engine, tmp_path) -> Points:  # noqa: ANN001
 
 
 @pytest.fixture
-def hanako(points):  # noqa: ANN001, ANN201
-    r = points.register_resident(TENANT, "hanako", ResidentCreate(real_name="高砂 花子", kana="たかさご はなこ", town="荒井町"))
-    return points.verify_resident(TENANT, r.id, "staff:clerk")
+def hanako(points, tenant):  # noqa: ANN001, ANN201
+    r = points.register_resident(
+        tenant,
+        "hanako",
+        ResidentCreate(real_name="高砂 花子", kana="たかさご はなこ", town="荒井町"),
+    )
+    return points.verify_resident(tenant, r.id, "staff:clerk")
 
 
 @pytest.fixture
-def taro(points):  # noqa: ANN001, ANN201
-    r = points.register_resident(TENANT, "taro", ResidentCreate(real_name="伊保 太郎", kana="いほ たろう", town="伊保"))
-    return points.verify_resident(TENANT, r.id, "staff:clerk")
+def taro(points, tenant):  # noqa: ANN001, ANN201
+    r = points.register_resident(
+        tenant, "taro", ResidentCreate(real_name="伊保 太郎", kana="いほ たろう", town="伊保")
+    )
+    return points.verify_resident(tenant, r.id, "staff:clerk")
 
 
 @pytest.fixture
-def shop(points):  # noqa: ANN001, ANN201
+def shop(points, tenant):  # noqa: ANN001, ANN201
     return points.register_shop(
-        TENANT,
-        ShopCreate(code="sakura-bakery", name="さくらベーカリー", town="荒井町", address="荒井町1-2-3", fee_bp=150),
+        tenant,
+        ShopCreate(
+            code="sakura-bakery",
+            name="さくらベーカリー",
+            town="荒井町",
+            address="荒井町1-2-3",
+            fee_bp=150,
+        ),
     )

@@ -116,7 +116,11 @@ def test_resident_shop_and_staff_flows_in_a_phone_browser(app, chromium, monkeyp
         page.fill("input[name=quantity]", "6")
         page.click("#eco-submit")
         page.wait_for_load_state()
-        assert page.locator(".flash.ok").inner_text().startswith("「車の代わりに自転車・徒歩で移動」で 18 pt")
+        assert (
+            page.locator(".flash.ok")
+            .inner_text()
+            .startswith("「車の代わりに自転車・徒歩で移動」で 18 pt")
+        )
         screenshot(page, "points-eco-logged")
         page.goto(f"{base}/points/wallet")
         assert page.locator("[data-figure=balance]").inner_text().startswith("518")

@@ -213,17 +213,20 @@ def horizontal(values: dict[str, float], title: str, unit: str, color: str) -> b
     ax.grid(axis="x", alpha=0.3)
     ax.grid(axis="y", visible=False)
     if items:
-        ax.barh([k for k, _ in items], [v for _, v in items], color=color, height=0.6)
+        names = [k if len(k) <= 9 else k[:8] + "…" for k, _ in items]
+        ax.barh(range(len(items)), [v for _, v in items], color=color, height=0.6)
+        ax.set_yticks(range(len(items)), names)
         for y, (_, v) in enumerate(items):
             ax.text(v, y, f" {v:,.1f}" if unit == "kg" else f" {v:,.0f}", va="center", fontsize=9)
         ax.set_xlim(0, max(v for _, v in items) * 1.25 or 1)
     ax.set_xlabel(unit)
-    ax.xaxis.set_major_formatter(_thousands())
+    top = max((v for _, v in items), default=0)
+    ax.xaxis.set_major_formatter(_thousands(1 if top < 10 else 0))
     ax.set_title(title, loc="left", fontsize=12)
     return _svg(fig)
 
 
-def _thousands() -> Any:
+def _thousands(digits: int = 0) -> Any:
     from matplotlib.ticker import FuncFormatter
 
-    return FuncFormatter(lambda v, _pos: f"{v:,.0f}")
+    return FuncFormatter(lambda v, _pos: f"{v:,.{digits}f}")
