@@ -236,7 +236,7 @@ def seed(services: Any, residents_count: int = 48) -> str:
                     meter_reading=rng.randint(3000, 9000),
                 ),
             )
-    for i, r in enumerate(verified[::3]):
+    for i, r in enumerate(verified[::2]):
         with contextlib.suppress(PointsError):
             points.record_volunteering(
                 TENANT,
@@ -246,7 +246,7 @@ def seed(services: Any, residents_count: int = 48) -> str:
                     activity=("介護施設での話し相手", "通学路の見守り", "河川敷の清掃")[i % 3],
                     activity_date=day - timedelta(days=rng.randint(1, 20)),
                     hours=2,
-                    points=300,
+                    points=(400, 600, 800)[i % 3],
                 ),
                 "takasago-staff",
             )
@@ -256,8 +256,10 @@ def seed(services: Any, residents_count: int = 48) -> str:
         for k in range(2):
             shop = eligible_shops[(i + k) % len(eligible_shops)][0]
             balance = services.ledger.get_account(TENANT, r.wallet).available
-            amount = rng.choice((120, 180, 240, 320, 450, 680, 1200))
-            coupon = "shoutengai-300" if amount >= 1000 and k == 0 else None
+            amount = rng.choice((120, 180, 240, 320, 450, 680))
+            coupon = None
+            if k == 0 and i % 3 == 0:  # a third use the shopping-street coupon on a bigger bill
+                amount, coupon = rng.choice((1000, 1200, 1500)), "shoutengai-300"
             if amount - (300 if coupon else 0) > balance:
                 continue
             pid = _id("pay", r.member_code, k)
