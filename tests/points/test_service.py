@@ -293,4 +293,38 @@ def test_dashboard_aggregates(tenant, points, hanako, shop):
     assert board.flows[month]["issued"] == 315 and board.flows[month]["spent"] == 100
     assert board.outstanding == 215 and board.active[month] == 1
     assert board.co2_by_town == {"荒井町": 0.65}
+    mine = points.co2_for(tenant, hanako)
+    assert mine["month_kg"] == mine["total_kg"] == 0.65 and mine["by_category"] == {
+        "transport": 0.65
+    }
+    assert points.wallet(tenant, hanako).history[0]["code"] == "payment"
     assert board.spent_by_town == {"荒井町": 100}
+
+
+def test_every_page_read_runs_on_both_dialects(tenant, points, hanako, shop):
+    _fund(points, hanako, 500)
+    points.log_action(
+        tenant, hanako, EcoLogIn(id=new_id(), action="meter-saving", quantity=3, meter_reading=10)
+    )
+    points.create_coupon(
+        tenant,
+        CouponCreate(
+            code="c1",
+            title_ja="券",
+            kind="amount",
+            value=100,
+            valid_from=today(),
+            valid_until=today(),
+        ),
+        "admin",
+    )
+    assert points.pending_logs(tenant)[0]["real_name"] == "高砂 花子"
+    assert points.eco_history(tenant, hanako)[0]["status"] == "pending"
+    assert points.volunteering_list(tenant)[0]["points"] == 500
+    assert points.coupons_for(tenant, hanako)[0]["state"] == "usable"
+    assert points.shop_sales(tenant, shop)["count"] == 0
+    assert len(points.statements(tenant, shop)) == 6
+    assert points.month_statements(tenant, today())[0][1].net == 0
+    assert points.count_residents(tenant) == (1, 1)
+    assert points.budgets(tenant)["volunteer"] == 500_000 - 500
+    assert points.fingerprint(tenant)[1] == 0

@@ -587,12 +587,11 @@ def payment_page(request: Request, user: PageUser, payment_id: str) -> Response:
 def payment_confirm(request: Request, user: FormUser, payment_id: str) -> Response:
     tenant, resident = _registered(request, user)
     points = _points(request)
-    before = points.payment(tenant, payment_id)
     try:
-        points.confirm(tenant, resident, payment_id)
+        done = points.confirm(tenant, resident, payment_id)
     except PointsError as exc:
         return _payment_page(request, user, payment_id, _err(request, exc), exc.status)
-    if before is not None and before.status == "completed":
+    if done.replay:
         flash = _flash(
             request,
             "このお支払いはすでに完了しています（二重に支払われてはいません）。",

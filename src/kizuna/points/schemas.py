@@ -187,6 +187,7 @@ class Payment(BaseModel):
     status: Literal["authorized", "completed", "cancelled", "expired", "refunded"]
     created_at: datetime
     expires_at: datetime | None
+    replay: bool = False  # the same id was sent before: this is the first answer again
 
 
 class ThanksIn(BaseModel):

@@ -31,7 +31,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from kizuna.ledger.schemas import (
@@ -895,22 +895,23 @@ class Points:
             rows = conn.execute(
                 select(
                     actions.c.category,
-                    eco_logs.c.action_date >= month_start,
+                    func.sum(
+                        case((eco_logs.c.action_date >= month_start, eco_logs.c.co2_g), else_=0)
+                    ),
                     func.sum(eco_logs.c.co2_g),
                     func.count(),
                 )
                 .join(actions, actions.c.id == eco_logs.c.action_id)
                 .where(eco_logs.c.resident_id == resident.id, eco_logs.c.status == "approved")
-                .group_by(actions.c.category, eco_logs.c.action_date >= month_start)
+                .group_by(actions.c.category)
             ).all()
         out: dict[str, Any] = {"month_kg": 0.0, "total_kg": 0.0, "count": 0, "by_category": {}}
-        for category, this_month, grams, count in rows:
+        for category, month_grams, grams, count in rows:
             kg = (grams or 0) / 1000
             out["total_kg"] += kg
+            out["month_kg"] += (month_grams or 0) / 1000
             out["count"] += count
-            out["by_category"][category] = out["by_category"].get(category, 0) + kg
-            if this_month:
-                out["month_kg"] += kg
+            out["by_category"][category] = kg
         return out
 
     def _eco_log(self, log_id: str) -> EcoLog | None:
@@ -1070,6 +1071,7 @@ class Points:
 
     def coupons_for(self, tenant: str, resident: Resident) -> list[dict[str, Any]]:
         """Coupons the resident holds: each with uses left and whether it can be used today."""
+        self._release_stale_holds(tenant, resident)
         with self.engine.connect() as conn:
             used = dict(
                 conn.execute(
@@ -1189,10 +1191,10 @@ class Points:
     def authorize(self, tenant: str, resident: Resident, spec: PaymentIn) -> Payment:
         """Hold the points (two-phase): the wallet's part and a coupon's part as pending
         transfers to the shop, valid 5 minutes; nothing is paid until :meth:`confirm`."""
-        existing = self.payment(tenant, spec.id)
-        if existing is not None:
-            self._own(existing, resident)
-            return existing
+        # No read first: the hold's id derives from spec.id, so a replay is answered by the
+        # ledger ("exists") and only then is the payment read back.
+        if spec.coupon and self._coupon_use(spec.id):
+            return self._replayed(tenant, resident, spec.id)
         if not resident.verified:
             raise _unverified()
         prog = self.programme(tenant)
@@ -1251,10 +1253,10 @@ class Points:
             )
         try:
             if len(items) == 1:
-                self._post(tenant, items[0])
+                first = self._submit(tenant, items[0])
             else:
                 items[0] = items[0].model_copy(update={"linked": True})
-                self._post_all(tenant, items)
+                first = self._post_all(tenant, items)[0]
         except PointsError as exc:
             if use_n is not None:
                 self._release_coupon(spec.id)
@@ -1274,9 +1276,38 @@ class Points:
                     f"Not enough points ({balance:,} pt available, {points:,} pt needed).",
                 ) from None
             raise
-        found = self.payment(tenant, spec.id)
-        assert found is not None
-        return found
+        if first.status == "exists":
+            return self._replayed(tenant, resident, spec.id)
+        assert first.transfer is not None
+        return Payment(
+            id=spec.id,
+            shop=shop.code,
+            shop_name=shop.name,
+            member_code=resident.member_code,
+            amount=spec.amount,
+            discount=discount,
+            points=points,
+            coupon=spec.coupon,
+            status="authorized",
+            created_at=first.transfer.timestamp,
+            expires_at=first.transfer.timestamp + timedelta(seconds=HOLD_SECONDS),
+        )
+
+    def _replayed(self, tenant: str, resident: Resident, payment_id: str) -> Payment:
+        found = self.payment(tenant, payment_id)
+        if found is None:
+            raise error("payment-not-found", "お支払いが見つかりません。", "No such payment.", 404)
+        self._own(found, resident)
+        return found.model_copy(update={"replay": True})
+
+    def _coupon_use(self, payment_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(
+                    select(coupon_uses.c.n).where(coupon_uses.c.payment_id == payment_id)
+                ).first()
+                is not None
+            )
 
     def _take_coupon(
         self, tenant: str, resident: Resident, shop: Shop, coupon: Coupon | None, spec: PaymentIn
@@ -1314,6 +1345,7 @@ class Points:
             f"「{coupon.title_ja}」はすでに使い切っています（お一人{coupon.quota_per_resident}回まで）。",
             f"'{coupon.title_en}' is used up ({coupon.quota_per_resident} per person).",
         )
+        self._release_stale_holds(tenant, resident)
         for _ in range(3):
             with self.engine.connect() as conn:
                 taken = set(
@@ -1345,37 +1377,62 @@ class Points:
                 continue  # another payment took that use at the same moment
         raise used_up
 
+    def _release_stale_holds(self, tenant: str, resident: Resident) -> None:
+        """Give back coupon uses whose payment was never confirmed (the hold timed out and
+        the ledger's job voided it, or the resident walked away)."""
+        cutoff = now() - timedelta(seconds=HOLD_SECONDS + 30)
+        with self.engine.connect() as conn:
+            stale = (
+                conn.execute(
+                    select(coupon_uses.c.payment_id).where(
+                        coupon_uses.c.resident_id == resident.id,
+                        coupon_uses.c.state == "held",
+                        coupon_uses.c.created_at < cutoff,
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for payment_id in stale:
+            payment = self.payment(tenant, payment_id)
+            if payment is None or payment.status in ("expired", "cancelled"):
+                self._release_coupon(payment_id)
+            elif payment.status in ("completed", "refunded"):
+                with writer(self.engine).begin() as conn:
+                    conn.execute(
+                        update(coupon_uses)
+                        .where(coupon_uses.c.payment_id == payment_id)
+                        .values(state="used")
+                    )
+
     def _release_coupon(self, payment_id: str) -> None:
         with writer(self.engine).begin() as conn:
             conn.execute(delete(coupon_uses).where(coupon_uses.c.payment_id == payment_id))
 
     def confirm(self, tenant: str, resident: Resident, payment_id: str) -> Payment:
         """Post the held transfers: the payment is done. A second confirm (a double tap)
-        returns the completed payment and moves nothing."""
-        payment = self.payment(tenant, payment_id)
-        if payment is None:
+        returns the completed payment (``replay``) and moves nothing."""
+        hold = self._transfer(tenant, _tid(tenant, "pay", payment_id, "hold"))
+        memo = _parse_memo(hold.memo if hold else None)
+        if hold is None or memo.get("m") != resident.member_code:
             raise error("payment-not-found", "お支払いが見つかりません。", "No such payment.", 404)
-        self._own(payment, resident)
-        if payment.status == "completed":
-            return payment
-        if payment.status == "expired":
+        bill, discount = int(memo.get("bill", hold.amount)), int(memo.get("d", 0))
+        points = bill - discount
+        expires = hold.timestamp + timedelta(seconds=hold.timeout_seconds or HOLD_SECONDS)
+        if expires <= now():  # the ledger refuses it too; its job voids the hold soon
+            found = self.payment(tenant, payment_id)
+            if found is not None and found.status in ("completed", "refunded"):
+                return found.model_copy(update={"replay": True})
             raise error("pending-expired", *LEDGER_MESSAGES["pending-expired"], status=410)
-        if payment.status != "authorized":
-            raise error(
-                "payment-closed",
-                "このお支払いは取り消されています。",
-                "This payment was cancelled.",
-                409,
-            )
         items = [
             TransferCreate(
                 id=_tid(tenant, "pay", payment_id, "post"),
                 post_pending_id=_tid(tenant, "pay", payment_id, "hold"),
-                code="payment" if payment.points else "coupon",
+                code="payment" if points else "coupon",
                 ref=payment_id,
             )
         ]
-        if payment.points and payment.discount:
+        if points and discount:
             items[0] = items[0].model_copy(update={"linked": True})
             items.append(
                 TransferCreate(
@@ -1385,20 +1442,56 @@ class Points:
                     ref=payment_id,
                 )
             )
-        if len(items) == 1:
-            self._post(tenant, items[0])
-        else:
-            self._post_all(tenant, items)
-        if payment.discount:
+        try:
+            first = (
+                self._submit(tenant, items[0])
+                if len(items) == 1
+                else self._post_all(tenant, items)[0]
+            )
+        except PointsError as exc:
+            if exc.code == "pending-expired":
+                raise error(
+                    "pending-expired", *LEDGER_MESSAGES["pending-expired"], status=410
+                ) from None
+            if exc.code == "pending-already-resolved":
+                found = self.payment(tenant, payment_id)
+                if found is not None and found.status in ("completed", "refunded"):
+                    return found.model_copy(update={"replay": True})
+                if found is not None and found.status == "expired":
+                    raise error(
+                        "pending-expired", *LEDGER_MESSAGES["pending-expired"], status=410
+                    ) from None
+                raise error(
+                    "payment-closed",
+                    "このお支払いは取り消されています。",
+                    "This payment was cancelled.",
+                    409,
+                ) from None
+            raise
+        if first.status == "exists":
+            return self._replayed(tenant, resident, payment_id)
+        if discount:
             with writer(self.engine).begin() as conn:
                 conn.execute(
                     update(coupon_uses)
                     .where(coupon_uses.c.payment_id == payment_id)
                     .values(state="used")
                 )
-        found = self.payment(tenant, payment_id)
-        assert found is not None
-        return found
+        shop_code = hold.credit_account.removeprefix("shop:")
+        shop = self.shop(tenant, shop_code)
+        return Payment(
+            id=payment_id,
+            shop=shop_code,
+            shop_name=shop.name if shop else shop_code,
+            member_code=resident.member_code,
+            amount=bill,
+            discount=discount,
+            points=points,
+            coupon=memo.get("c"),
+            status="completed",
+            created_at=hold.timestamp,
+            expires_at=expires,
+        )
 
     def cancel(self, tenant: str, resident: Resident, payment_id: str) -> Payment:
         """Void the holds (the resident pressed 取消); the coupon use is given back."""
@@ -1494,10 +1587,9 @@ class Points:
         shop_code = hold.credit_account.removeprefix("shop:")
         shop = self.shop(tenant, shop_code)
         expires = hold.timestamp + timedelta(seconds=hold.timeout_seconds or HOLD_SECONDS)
-        if self._transfer(tenant, _tid(tenant, "pay", payment_id, "refund")):
-            status = "refunded"
-        elif self._transfer(tenant, _tid(tenant, "pay", payment_id, "post")):
-            status = "completed"
+        if self._transfer(tenant, _tid(tenant, "pay", payment_id, "post")):
+            refunded = self._transfer(tenant, _tid(tenant, "pay", payment_id, "refund"))
+            status = "refunded" if refunded else "completed"
         elif self._transfer(tenant, _tid(tenant, "pay", payment_id, "void")):
             status = "cancelled"
         elif expires <= now():
@@ -1932,11 +2024,15 @@ class Points:
 
     def _post(self, tenant: str, item: TransferCreate) -> TransferPublic:
         """One transfer through the ledger's group commit; failures become PointsError."""
+        result = self._submit(tenant, item)
+        assert result.transfer is not None
+        return result.transfer
+
+    def _submit(self, tenant: str, item: TransferCreate) -> TransferResult:
         result = self.ledger.submit_transfer(tenant, item).result()
         if not result.ok:
             raise _ledger_error(result)
-        assert result.transfer is not None
-        return result.transfer
+        return result
 
     def _post_all(self, tenant: str, items: list[TransferCreate]) -> list[TransferResult]:
         """A linked chain in one ledger transaction: all of it or none."""
