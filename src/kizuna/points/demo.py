@@ -258,8 +258,8 @@ def seed(services: Any, residents_count: int = 48) -> str:
             balance = services.ledger.get_account(TENANT, r.wallet).available
             amount = rng.choice((120, 180, 240, 320, 450, 680))
             coupon = None
-            if k == 0 and i % 3 == 0:  # a third use the shopping-street coupon on a bigger bill
-                amount, coupon = rng.choice((1000, 1200, 1500)), "shoutengai-300"
+            if k == 0 and balance >= 700:  # the shopping-street coupon on a bigger bill
+                amount, coupon = (1200 if balance >= 900 else 1000), "shoutengai-300"
             if amount - (300 if coupon else 0) > balance:
                 continue
             pid = _id("pay", r.member_code, k)

@@ -289,7 +289,7 @@ def wallet_page(request: Request, user: PageUser) -> Response:
     context = {
         "resident": resident,
         "programme": points.programme(tenant),
-        "wallet": points.wallet(tenant, resident),
+        "wallet": points.wallet(tenant, resident, history=15),
         "co2": points.co2_for(tenant, resident),
         "actions": {a.code: a for a in points.actions(tenant)},
         "flash": flash,
