@@ -614,7 +614,7 @@ class Temporal:
                 begin, end = query.time_at, query.end_time_at
             else:
                 begin, end = _utc(r.first), _utc(r.last)
-            span = [to_iso(begin), to_iso(end)]
+            span = [_iso(begin), _iso(end)]
             attr = out.setdefault(r.entity_id, {}).setdefault(tm.compact(r.attr), {})
             body = attr.setdefault(r.dataset_id, {"type": r.kind or "Property"})
             if r.dataset_id:
@@ -677,9 +677,17 @@ def _simplified(items: list[tuple[Any, dict[str, Any], Any]], timeproperty: str)
             key, value = "valueLists", inst.get("valueList")
         else:
             key, value = "values", inst.get("value")
-        when = to_iso(_utc(moment)) if moment is not None else None
+        when = _iso(moment) if moment is not None else None
         body.setdefault(key, []).append([value, when])
     return groups[None] if list(groups) == [None] else list(groups.values())
+
+
+def _iso(moment: datetime) -> str:
+    """UTC ISO 8601, without fractional seconds when there are none (2020-08-01T12:03:00Z)."""
+    moment = _utc(moment)
+    if moment.microsecond:
+        return to_iso(moment)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _utc(moment: datetime) -> datetime:
