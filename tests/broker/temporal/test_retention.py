@@ -38,11 +38,12 @@ def test_prune_removes_old_instances_only(client):
             .where(temporal_instances.c.instance_id.in_(first_two))
             .values(modified_at=old)
         )
-    removed = temporal.prune(datetime.now(UTC) - timedelta(days=30))
+    tenant = client.headers["NGSILD-Tenant"]  # the PostgreSQL schema is shared by the session
+    removed = temporal.prune(datetime.now(UTC) - timedelta(days=30), tenant)
     assert removed == 2
     assert [i["value"] for i in client.get(f"{T}/urn:ngsi-ld:Gauge:1").json()["level"]] == [2, 3]
     # everything gone: the temporal entity goes too
-    assert temporal.prune(datetime.now(UTC) + timedelta(days=1)) == 2
+    assert temporal.prune(datetime.now(UTC) + timedelta(days=1), tenant) == 2
     assert client.get(f"{T}/urn:ngsi-ld:Gauge:1").status_code == 404
 
 

@@ -358,7 +358,10 @@ class Temporal:
                 stmt = stmt.where(ti.c.tenant == tenant)
             removed = conn.execute(stmt).rowcount
             orphan = ~exists().where(ti.c.tenant == te.c.tenant, ti.c.entity_id == te.c.entity_id)
-            conn.execute(delete(te).where(orphan))
+            orphans = delete(te).where(orphan)
+            if tenant is not None:
+                orphans = orphans.where(te.c.tenant == tenant)
+            conn.execute(orphans)
         return removed
 
     # --- reads -----------------------------------------------------------------------
