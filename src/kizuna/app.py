@@ -22,6 +22,8 @@ from kizuna.auth.service import Authenticator
 from kizuna.broker.context import ContextStore
 from kizuna.broker.routes import router as broker_router
 from kizuna.broker.service import Broker
+from kizuna.broker.temporal.routes import router as temporal_router
+from kizuna.broker.temporal.service import Temporal
 from kizuna.energy import pages as energy_pages
 from kizuna.ledger.jobs import LedgerJobs
 from kizuna.ledger.routes import router as ledger_router
@@ -46,6 +48,7 @@ class Services:
     tenants: TenantDirectory
     broker: Broker
     ledger: Ledger
+    temporal: Temporal
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
@@ -53,13 +56,18 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine_for(settings.effective_database_url())
     upgrade_to_head(engine)
+    broker = Broker(engine, ContextStore(engine, settings))
+    temporal = Temporal(engine)
+    # Attribute history is recorded inside every entity write's transaction.
+    broker.add_change_listener(temporal.record)
     return Services(
         settings=settings,
         engine=engine,
         authenticator=Authenticator(engine, settings),
         tenants=TenantDirectory(engine),
-        broker=Broker(engine, ContextStore(engine, settings)),
+        broker=broker,
         ledger=Ledger(engine, settings.data_dir),
+        temporal=temporal,
     )
 
 
@@ -156,6 +164,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return {"status": "ok", "version": __version__}
 
     app.include_router(broker_router)
+    app.include_router(temporal_router)
     app.include_router(auth_router)
     app.include_router(tenancy_router)
     app.include_router(ledger_router)
