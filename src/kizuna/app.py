@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -19,6 +21,9 @@ from kizuna.auth.service import Authenticator
 from kizuna.broker.context import ContextStore
 from kizuna.broker.routes import router as broker_router
 from kizuna.broker.service import Broker
+from kizuna.broker.subscriptions.delivery import DeliveryWorker
+from kizuna.broker.subscriptions.routes import router as subscriptions_router
+from kizuna.broker.subscriptions.service import Subscriptions
 from kizuna.problems import Problem
 from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
@@ -37,6 +42,7 @@ class Services:
     authenticator: Authenticator
     tenants: TenantDirectory
     broker: Broker
+    subscriptions: Subscriptions
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
@@ -44,12 +50,16 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine_for(settings.effective_database_url())
     upgrade_to_head(engine)
+    contexts = ContextStore(engine, settings)
+    broker = Broker(engine, contexts)
     return Services(
         settings=settings,
         engine=engine,
         authenticator=Authenticator(engine, settings),
         tenants=TenantDirectory(engine),
-        broker=Broker(engine, ContextStore(engine, settings)),
+        broker=broker,
+        # Registers the outbox listener on the broker's write path.
+        subscriptions=Subscriptions(engine, contexts, broker, settings),
     )
 
 
@@ -99,10 +109,27 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     services = build_services(settings, engine)
     if settings.open_access:
         log.warning("KIZUNA_OPEN_ACCESS is on: anonymous callers act as platform admin")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker = None
+        if settings.notify_worker:
+            worker = DeliveryWorker(
+                services.engine, services.subscriptions, services.broker.contexts, settings
+            )
+            await worker.start()
+        _app.state.delivery = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+
     app = FastAPI(
         title="Kizuna city OS",
         version=__version__,
         description="NGSI-LD context broker and resident services for municipalities (都市OS)",
+        lifespan=lifespan,
     )
     app.state.services = services
 
@@ -128,6 +155,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return {"status": "ok", "version": __version__}
 
     app.include_router(broker_router)
+    app.include_router(subscriptions_router)
     app.include_router(auth_router)
     app.include_router(tenancy_router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)

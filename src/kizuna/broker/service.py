@@ -530,6 +530,13 @@ class Broker:
             rendered = _render_linked(conn, scope, tm, found, how)
         return QueryResult([e for e in rendered if e], total)
 
+    def matching_rows(self, scope: TenantScope, tm: TermMap, query: Query) -> list[store.Row]:
+        """Stored rows matching a query (no geo-query), in id order, up to ``query.limit``."""
+        with self.engine.connect() as conn:
+            stmt = store.base_select(scope).where(*self._conditions(conn, scope, tm, query))
+            stmt = stmt.order_by(entities.c.id).limit(query.limit)
+            return [store.to_row(r) for r in conn.execute(stmt)]
+
     def _geo_page(
         self, conn: Connection, stmt: Any, tm: TermMap, query: Query
     ) -> tuple[list[store.Row], int | None]:
