@@ -99,7 +99,8 @@ class DeliveryWorker:
         self._inflight_total = 0
         self._cooling: dict[str, float] = {}  # endpoint -> monotonic time it may be tried
         self._failures: dict[str, int] = defaultdict(int)
-        self._last_sent: dict[int, float] = {}  # subscription pk -> epoch seconds (throttling)
+        # (subscription pk, created_at) -> epoch seconds of its last notification (throttling)
+        self._last_sent: dict[tuple[int, datetime], float] = {}
         self._outcomes: list[Outcome] = []
         self._deliveries: set[asyncio.Task] = set()
         self._http: httpx.AsyncClient | None = None
@@ -260,6 +261,7 @@ class DeliveryWorker:
                         subscriptions.c.pk,
                         subscriptions.c.doc,
                         subscriptions.c.last_notification,
+                        subscriptions.c.created_at,
                     ).where(subscriptions.c.pk.in_({r.subscription_pk for r in taken}))
                 )
             }
@@ -277,14 +279,16 @@ class DeliveryWorker:
             job.drop = True
             return job
         throttling = doc.get("throttling")
+        key = (sub.pk, sub.created_at)
         if throttling and row.trigger != "timeInterval":
-            last = self._last_sent.get(sub.pk)
+            last = self._last_sent.get(key)
             if last is None and sub.last_notification is not None:
                 last = _aware(sub.last_notification).timestamp()
             if last is not None and now.timestamp() - last < throttling:
                 job.drop = True
                 return job
-        self._last_sent[sub.pk] = now.timestamp()
+        if throttling:
+            self._last_sent[key] = now.timestamp()
         try:
             self._render(conn, job, row, doc, now)
         except Exception as exc:  # noqa: BLE001 - e.g. a @context that is gone
@@ -299,23 +303,26 @@ class DeliveryWorker:
         scope = TenantScope(row.tenant, _system(), False)
         data: list[dict[str, Any]] = []
         for item in row.payload["entities"]:
-            data += [e for e in entity_data(conn, scope, doc, tm, how, item) if e]
+            data += [e for e in entity_data(conn, scope, doc, tm, how, item, row.trigger) if e]
         body = envelope(row.id, doc["id"], row.trigger, data, now)
         endpoint = doc["notification"]["endpoint"]
         accept = endpoint.get("accept", "application/json")
         headers: dict[str, str] = {}
         if accept == "application/ld+json":
             body["@context"] = context
+            for entity in data:
+                entity["@context"] = context
             headers["Content-Type"] = "application/ld+json"
         else:
             headers["Content-Type"] = "application/json"
-        headers["Link"] = f"<{link_url(context)}>; {_CONTEXT_REL}"
+            headers["Link"] = f"<{link_url(context)}>; {_CONTEXT_REL}"
         if row.tenant != DEFAULT_TENANT:
             headers["NGSILD-Tenant"] = row.tenant
         for info in endpoint.get("receiverInfo", []):
             headers[info["key"]] = info["value"]
         notifier = {i["key"]: i["value"] for i in endpoint.get("notifierInfo", [])}
         if job.endpoint.startswith("mqtt"):
+            headers.setdefault("Link", f"<{link_url(context)}>; {_CONTEXT_REL}")
             job.body = orjson.dumps({"metadata": headers, "body": body})
             job.qos = int(notifier.get("MQTT-QoS", "0"))
             job.mqtt_version = notifier.get("MQTT-Version", "mqtt3.1.1")
@@ -353,7 +360,9 @@ class DeliveryWorker:
                 self.settings.notify_backoff_max,
             )
             self._cooling[job.endpoint] = time.monotonic() + pause
-        self._outcomes.append(Outcome(job, ok, _now(), error))
+        at = _now()
+        self.subs.note_outcome(job.sub_pk, ok, at)
+        self._outcomes.append(Outcome(job, ok, at, error))
         self.wake()
 
     # --- bookkeeping (in a thread) ---------------------------------------------------------
@@ -415,6 +424,7 @@ class DeliveryWorker:
         except Exception:
             self._outcomes = outcomes + self._outcomes  # try again with the next flush
             raise
+        self.subs.outcomes_written(stats)
 
 
 class MqttPool:

@@ -21,7 +21,8 @@ from kizuna.broker.context import TermMap
 from kizuna.broker.ngsild import check_name, is_uri, parse_datetime, to_iso
 from kizuna.broker.projection import parse_projection
 from kizuna.broker.qlang import parse_q
-from kizuna.broker.subscriptions.matching import compile_q_python
+from kizuna.broker.subscriptions.matching import compile_q_python, decoded_q
+from kizuna.broker.typeexpr import parse_type_expression
 from kizuna.problems import bad_request
 
 TRIGGERS = (
@@ -72,7 +73,9 @@ def parse(body: Any, tm: TermMap, now: datetime, *, check_expiry: bool = True) -
     if "q" in body:
         if not isinstance(body["q"], str):
             raise bad_request("q must be a string")
-        compile_q_python(parse_q(body["q"]), tm.expand)  # 400 on anything it cannot evaluate
+        compile_q_python(
+            parse_q(decoded_q(body["q"])), tm.expand
+        )  # 400 on anything it cannot evaluate
         doc["q"] = body["q"]
     if "geoQ" in body:
         doc["geoQ"] = _geo_q(body["geoQ"], tm)
@@ -146,7 +149,10 @@ def compact_body(doc: dict[str, Any], tm: TermMap) -> dict[str, Any]:
     out = {k: copy.deepcopy(v) for k, v in doc.items() if k != "context"}
     if "entities" in out:
         out["entities"] = [
-            {**e, **({"type": tm.compact(e["type"])} if "type" in e else {})}
+            {
+                **{k: v for k, v in e.items() if k != "typeExpression"},
+                "type": e["type"] if e.get("typeExpression") else tm.compact(e["type"]),
+            }
             for e in out["entities"]
         ]
     if "watchedAttributes" in out:
@@ -216,9 +222,14 @@ def _entities(raw: Any, tm: TermMap) -> list[dict[str, Any]]:
         if not isinstance(item, dict):
             raise bad_request("Each EntitySelector must be a JSON object")
         selector: dict[str, Any] = {}
-        if "type" not in item:
+        if "type" not in item or not isinstance(item["type"], str):
             raise bad_request("Each EntitySelector needs a type")
-        selector["type"] = tm.expand(check_name(item["type"], "Entity type"))
+        if any(c in item["type"] for c in ",;|()"):
+            parse_type_expression(item["type"], tm.expand)  # 400 if malformed
+            selector["type"] = item["type"]
+            selector["typeExpression"] = True
+        else:
+            selector["type"] = tm.expand(check_name(item["type"], "Entity type"))
         if "id" in item:
             if not is_uri(item["id"]):
                 raise bad_request(f"EntitySelector id must be a URI, got {item['id']!r}")

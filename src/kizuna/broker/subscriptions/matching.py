@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote
 
 from kizuna.broker import geo
 from kizuna.broker.ngsild import Entity, parse_datetime
@@ -31,11 +32,22 @@ from kizuna.broker.qlang import (
     parse_q,
 )
 from kizuna.broker.store import INSTANCE_META
+from kizuna.broker.typeexpr import (
+    parse_type_expression,
+    type_expression_matches,
+    type_expression_names,
+)
 from kizuna.problems import bad_request
 
 META = INSTANCE_META | {"deletedAt"}
 Attrs = dict[str, list[dict[str, Any]]]
 Predicate = Callable[[Attrs], bool]
+
+
+def decoded_q(q: str) -> str:
+    """q as written in a subscription; some clients percent-encode it as in a URL."""
+    return unquote(q) if re.search(r"%[0-9A-Fa-f]{2}", q) else q
+
 
 # --- q in Python -------------------------------------------------------------------
 
@@ -227,7 +239,7 @@ class Matcher:
     id: str
     tenant: str
     types: frozenset[str] | None  # None: any type (watchedAttributes only)
-    selectors: list[tuple[str | None, str | None, re.Pattern[str] | None]]  # type, id, pattern
+    selectors: list[tuple[Any, str | None, re.Pattern[str] | None]]  # type tree, id, pattern
     watched: frozenset[str] | None
     triggers: frozenset[str]
     q: Predicate | None
@@ -248,7 +260,7 @@ class Matcher:
         if not self.selectors:
             return True
         for type_, wanted_id, pattern in self.selectors:
-            if type_ is not None and type_ not in types:
+            if type_ is not None and not type_expression_matches(type_, types):
                 continue
             if wanted_id is not None and wanted_id != entity_id:
                 continue
@@ -266,7 +278,11 @@ class Matcher:
                 return "attributeCreated"
             return None
         if change.kind == "deleted":
-            return "entityDeleted" if "entityDeleted" in self.triggers else None
+            if "entityDeleted" in self.triggers:
+                return "entityDeleted"
+            if "attributeDeleted" in self.triggers and self._touches(change.deleted):
+                return "attributeDeleted"
+            return None
         for trigger, names in (
             ("attributeCreated", change.created),
             ("attributeUpdated", change.updated),
@@ -341,14 +357,15 @@ def compile_matcher(
     types: set[str] | None = set()
     for selector in doc.get("entities") or []:
         pattern = selector.get("idPattern")
-        selectors.append(
-            (selector.get("type"), selector.get("id"), re.compile(pattern) if pattern else None)
-        )
+        tree = selector.get("type")
+        if tree is not None and selector.get("typeExpression"):
+            tree = parse_type_expression(tree, expand)
+        selectors.append((tree, selector.get("id"), re.compile(pattern) if pattern else None))
         if types is not None:
-            if selector.get("type") is None:
+            if tree is None:
                 types = None
             else:
-                types.add(selector["type"])
+                types |= type_expression_names(tree)
     if not selectors:
         types = None
     geo_query = None
@@ -366,7 +383,7 @@ def compile_matcher(
         selectors=selectors,
         watched=frozenset(doc["watchedAttributes"]) if doc.get("watchedAttributes") else None,
         triggers=frozenset(doc.get("notificationTrigger") or ()),
-        q=compile_q_python(parse_q(doc["q"]), expand) if doc.get("q") else None,
+        q=compile_q_python(parse_q(decoded_q(doc["q"])), expand) if doc.get("q") else None,
         geo_query=geo_query,
         geo_attr=geo_attr,
         expires_at=parse_datetime(expires, "expiresAt") if expires else None,

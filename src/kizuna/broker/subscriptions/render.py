@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from kizuna.broker.context import CORE_CONTEXT_URL, TermMap
 from kizuna.broker.http import rendering
-from kizuna.broker.ngsild import NGSI_LD_NULL, Rendering, to_iso
+from kizuna.broker.ngsild import NGSI_LD_NULL, Rendering, _key_value, to_iso
 from kizuna.broker.service import _render_linked
 from kizuna.broker.store import Row
 from kizuna.tenancy.service import TenantScope
@@ -68,23 +68,38 @@ def entity_data(
     tm: TermMap,
     how: Rendering,
     item: dict[str, Any],
+    trigger: str,
 ) -> list[dict[str, Any]]:
     """The rendered entities of one changed entity (more than one with join=flat)."""
     before, after, at = item.get("before"), item.get("after"), item["at"]
     show_changes = bool(doc["notification"].get("showChanges"))
-    explicit = doc["notification"].get("attributes")
     if after is None:
-        return [_deleted_entity(before, at, tm, how, show_changes, explicit)]
+        if trigger == "attributeDeleted":
+            shown = doc.get("watchedAttributes") or list(before["attrs"])
+        elif show_changes or doc["notification"].get("attributes"):
+            shown = list(before["attrs"])
+        else:
+            shown = []
+        return [_deleted_entity(before, at, tm, how, show_changes, shown)]
     attrs = copy.deepcopy(after["attrs"])
     previous: dict[tuple[str, str | None], Any] = {}
     if before is not None:
         for iri, old_instances in before["attrs"].items():
-            new_instances = attrs.get(iri, [])
+            new_instances = attrs.get(iri)
+            if not new_instances:
+                # The whole attribute is gone: one marker, as its default instance.
+                old = _find(old_instances, None) or old_instances[0]
+                marker = _null_marker(old, at)
+                marker.pop("datasetId", None)
+                attrs[iri] = [marker]
+                if show_changes:
+                    previous[(iri, None)] = old
+                continue
             for old in old_instances:
                 dataset = old.get("datasetId")
-                match = next((i for i in new_instances if i.get("datasetId") == dataset), None)
+                match = _find(new_instances, dataset)
                 if match is None:
-                    attrs.setdefault(iri, []).append(_null_marker(old, at))
+                    new_instances.append(_null_marker(old, at))
                     if show_changes:
                         previous[(iri, dataset)] = old
                 elif show_changes and match != old:
@@ -98,13 +113,39 @@ def entity_data(
         _parse(after.get("createdAt") or at),
         _parse(after.get("modifiedAt") or at),
     )
-    if conn is not None and how.join is not None:
-        rendered = _render_linked(conn, scope, tm, [row], how)
-    else:
-        rendered = _render_linked(None, scope, tm, [row], how)  # type: ignore[arg-type]
-    if previous and how.format != "keyValues" and rendered:
-        _add_previous(rendered[0], previous, tm)
+    rendered = _render_linked(conn, scope, tm, [row], how)  # type: ignore[arg-type]
+    if not rendered:
+        return rendered
+    first = rendered[0]
+    if how.format == "keyValues":
+        _key_values_datasets(first, attrs, tm, how)
+        if how.sys_attrs:
+            first["createdAt"] = after.get("createdAt") or at
+            first["modifiedAt"] = after.get("modifiedAt") or at
+    elif previous:
+        _add_previous(first, previous, tm)
     return rendered
+
+
+def _find(instances: list[dict[str, Any]], dataset: str | None) -> dict[str, Any] | None:
+    return next((i for i in instances if i.get("datasetId") == dataset), None)
+
+
+def _key_values_datasets(
+    entity: dict[str, Any], attrs: dict[str, list[dict[str, Any]]], tm: TermMap, how: Rendering
+) -> None:
+    """keyValues of a multi-instance attribute: {"dataset": {datasetId | "@none": value}}."""
+    for iri, instances in attrs.items():
+        name = tm.compact(iri)
+        if len(instances) < 2 or name not in entity:
+            continue
+        if how.dataset_ids is not None:
+            instances = [i for i in instances if i.get("datasetId", "@none") in how.dataset_ids]
+            if len(instances) < 2:
+                continue
+        entity[name] = {
+            "dataset": {i.get("datasetId", "@none"): _key_value(i, tm, how) for i in instances}
+        }
 
 
 def _deleted_entity(
@@ -113,18 +154,17 @@ def _deleted_entity(
     tm: TermMap,
     how: Rendering,
     show_changes: bool,
-    explicit: list[str] | None,
+    shown: list[str],
 ) -> dict[str, Any]:
     types = [tm.compact(t) for t in before["types"]]
     out: dict[str, Any] = {"id": before["id"], "type": types[0] if len(types) == 1 else types}
-    if how.sys_attrs and how.format != "keyValues":
+    if how.sys_attrs:
         out["createdAt"] = before.get("createdAt") or at
         out["modifiedAt"] = before.get("modifiedAt") or at
     out["deletedAt"] = at
-    if not show_changes and not explicit:
-        return out
-    for iri, instances in before["attrs"].items():
-        if how.attrs is not None and iri not in how.attrs:
+    for iri in shown:
+        instances = before["attrs"].get(iri)
+        if not instances or (how.attrs is not None and iri not in how.attrs):
             continue
         rendered = []
         for old in instances:
@@ -132,15 +172,17 @@ def _deleted_entity(
             if how.format == "keyValues":
                 rendered.append(NGSI_LD_NULL)
                 continue
-            shown = {k: v for k, v in marker.items() if how.sys_attrs or k not in _SYSTEM}
+            item = {k: v for k, v in marker.items() if how.sys_attrs or k not in _SYSTEM}
             if show_changes:
-                _, previous_key = _VALUE_MEMBER.get(
-                    old.get("type", "Property"), _VALUE_MEMBER["Property"]
-                )
-                shown[previous_key] = _previous_value(old, tm)
-            rendered.append(shown)
+                _, previous_key = _members(old)
+                item[previous_key] = _previous_value(old, tm)
+            rendered.append(item)
         out[tm.compact(iri)] = rendered[0] if len(rendered) == 1 else rendered
     return out
+
+
+def _members(inst: dict[str, Any]) -> tuple[str, str]:
+    return _VALUE_MEMBER.get(inst.get("type", "Property"), _VALUE_MEMBER["Property"])
 
 
 _SYSTEM = ("createdAt", "modifiedAt", "deletedAt")
@@ -148,8 +190,9 @@ _SYSTEM = ("createdAt", "modifiedAt", "deletedAt")
 
 def _null_marker(old: dict[str, Any], at: str) -> dict[str, Any]:
     kind = old.get("type", "Property")
-    member, _ = _VALUE_MEMBER.get(kind, _VALUE_MEMBER["Property"])
-    marker: dict[str, Any] = {"type": kind, member: NGSI_LD_NULL}
+    member, _ = _members(old)
+    null: Any = {"@none": NGSI_LD_NULL} if kind == "LanguageProperty" else NGSI_LD_NULL
+    marker: dict[str, Any] = {"type": kind, member: null}
     if "datasetId" in old:
         marker["datasetId"] = old["datasetId"]
     if "createdAt" in old:
@@ -161,7 +204,7 @@ def _null_marker(old: dict[str, Any], at: str) -> dict[str, Any]:
 
 def _previous_value(old: dict[str, Any], tm: TermMap) -> Any:
     kind = old.get("type", "Property")
-    member, _ = _VALUE_MEMBER.get(kind, _VALUE_MEMBER["Property"])
+    member, _ = _members(old)
     value = old.get(member)
     if kind == "VocabProperty":
         return [tm.compact(v) for v in value] if isinstance(value, list) else tm.compact(value)

@@ -74,12 +74,13 @@ async def query_subscriptions(request: Request, scope: ReadScope) -> Response:
     if (params.get("count") or "").lower() == "true":
         headers["NGSILD-Results-Count"] = str(page.count)
     links = []
+    kind = 'type="application/ld+json"'
     if offset > 0:
-        prev = request.url.include_query_params(offset=max(0, offset - limit), limit=limit)
-        links.append(f'<{prev}>; rel="prev"')
+        prev = f"/ngsi-ld/v1/subscriptions?limit={limit}&offset={max(0, offset - limit)}"
+        links.append(f'<{prev}>;rel="prev";{kind}')
     if offset + len(page.items) < page.count:
-        nxt = request.url.include_query_params(offset=offset + limit, limit=limit)
-        links.append(f'<{nxt}>; rel="next"')
+        nxt = f"/ngsi-ld/v1/subscriptions?limit={limit}&offset={offset + limit}"
+        links.append(f'<{nxt}>;rel="next";{kind}')
     if links:
         headers["Link"] = ", ".join(links)
     return json_response(request, page.items, tm, headers=headers)
@@ -94,12 +95,6 @@ async def retrieve_subscription(request: Request, scope: ReadScope, sub_id: str)
         subs.retrieve, scope, tm, sub_id, sys_attrs=has_option(request, "sysAttrs")
     )
     return json_response(request, body, tm)
-
-
-@router.patch("/subscriptions/", include_in_schema=False)
-@router.delete("/subscriptions/", include_in_schema=False)
-def subscription_id_missing() -> None:
-    raise bad_request("The subscription id is missing from the URL")
 
 
 @router.patch("/subscriptions/{sub_id}", status_code=204)

@@ -61,7 +61,48 @@ class Subscriptions:
         self._lock = threading.Lock()
         # Called (from the writing thread) after a transaction that wrote outbox rows commits.
         self.on_enqueued: Any = None
+        # Outcomes this process delivered but has not written yet (pk -> counters), so a
+        # GET right after a notification already counts it.
+        self._unflushed: dict[int, dict[str, Any]] = {}
         broker.add_change_listener(self.on_changes)
+
+    def note_outcome(self, sub_pk: int, ok: bool, at: datetime) -> None:
+        with self._lock:
+            s = self._unflushed.setdefault(
+                sub_pk, {"sent": 0, "failed": 0, "last": None, "ok": None, "bad": None}
+            )
+            s["sent"] += 1
+            s["last"] = _later(s["last"], at)
+            if ok:
+                s["ok"] = _later(s["ok"], at)
+            else:
+                s["failed"] += 1
+                s["bad"] = _later(s["bad"], at)
+
+    def outcomes_written(self, stats: dict[int, dict[str, Any]]) -> None:
+        with self._lock:
+            for pk, written in stats.items():
+                s = self._unflushed.get(pk)
+                if s is None:
+                    continue
+                s["sent"] -= written["sent"]
+                s["failed"] -= written["failed"]
+                if s["sent"] <= 0:
+                    del self._unflushed[pk]
+
+    def _status(self, row: Any) -> dict[str, Any]:
+        status = dict(row._mapping)
+        s = self._unflushed.get(row.pk)
+        if s is not None:
+            status["times_sent"] += s["sent"]
+            status["times_failed"] += s["failed"]
+            for column, key in (
+                ("last_notification", "last"),
+                ("last_success", "ok"),
+                ("last_failure", "bad"),
+            ):
+                status[column] = _later(status[column], s[key])
+        return status
 
     # --- CRUD -------------------------------------------------------------------------
 
@@ -94,7 +135,7 @@ class Subscriptions:
     ) -> dict[str, Any]:
         with self.engine.connect() as conn:
             row = self._load(conn, scope, sub_id)
-        return document.render(row.doc, tm, row._mapping, _now(), sys_attrs=sys_attrs)
+        return document.render(row.doc, tm, self._status(row), _now(), sys_attrs=sys_attrs)
 
     def list(
         self, scope: TenantScope, tm: TermMap, limit: int, offset: int, *, sys_attrs: bool = False
@@ -112,7 +153,9 @@ class Subscriptions:
                 .offset(offset)
             ).all()
         now = _now()
-        items = [document.render(r.doc, tm, r._mapping, now, sys_attrs=sys_attrs) for r in rows]
+        items = [
+            document.render(r.doc, tm, self._status(r), now, sys_attrs=sys_attrs) for r in rows
+        ]
         return Page(items, count)
 
     def update(self, scope: TenantScope, tm: TermMap, sub_id: str, fragment: Any) -> None:
@@ -341,6 +384,18 @@ class Subscriptions:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(_aware(a), _aware(b))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _row_values(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
