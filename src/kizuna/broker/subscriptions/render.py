@@ -168,7 +168,7 @@ def _deleted_entity(
             continue
         rendered = []
         for old in instances:
-            marker = _null_marker(old, at)
+            marker = _null_marker(old, at, entity_deleted=True)
             if how.format == "keyValues":
                 rendered.append(NGSI_LD_NULL)
                 continue
@@ -188,10 +188,13 @@ def _members(inst: dict[str, Any]) -> tuple[str, str]:
 _SYSTEM = ("createdAt", "modifiedAt", "deletedAt")
 
 
-def _null_marker(old: dict[str, Any], at: str) -> dict[str, Any]:
+def _null_marker(old: dict[str, Any], at: str, *, entity_deleted: bool = False) -> dict[str, Any]:
+    """A deleted attribute (instance). The suite expects a LanguageProperty's languageMap as
+    {"@none": null} when the attribute is deleted, and a bare null when its entity is."""
     kind = old.get("type", "Property")
     member, _ = _members(old)
-    null: Any = {"@none": NGSI_LD_NULL} if kind == "LanguageProperty" else NGSI_LD_NULL
+    language = kind == "LanguageProperty" and not entity_deleted
+    null: Any = {"@none": NGSI_LD_NULL} if language else NGSI_LD_NULL
     marker: dict[str, Any] = {"type": kind, member: null}
     if "datasetId" in old:
         marker["datasetId"] = old["datasetId"]
