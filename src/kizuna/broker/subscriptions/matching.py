@@ -264,7 +264,7 @@ class Matcher:
                 continue
             if wanted_id is not None and wanted_id != entity_id:
                 continue
-            if pattern is not None and not pattern.fullmatch(entity_id):
+            if pattern is not None and not pattern.search(entity_id):
                 continue
             return True
         return False
