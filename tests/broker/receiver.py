@@ -10,7 +10,7 @@ from typing import Any
 
 
 class Receiver:
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, port: int = 0) -> None:
         self.status = status
         self.received: list[tuple[dict[str, str], Any, float]] = []
         self._lock = threading.Lock()
@@ -29,7 +29,7 @@ class Receiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/notify"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
