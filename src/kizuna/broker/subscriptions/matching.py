@@ -396,28 +396,40 @@ def compile_matcher(
 
 @dataclass
 class TenantMatchers:
-    """A tenant's live subscriptions, indexed by entity type."""
+    """A tenant's live subscriptions, indexed by entity id (selectors that all name one)
+    and otherwise by entity type, so a change meets only the subscriptions it may match."""
 
     version: int
+    by_id: dict[str, list[Matcher]]
     by_type: dict[str, list[Matcher]]
     any_type: list[Matcher]
 
     @classmethod
     def build(cls, version: int, matchers: list[Matcher]) -> TenantMatchers:
+        by_id: dict[str, list[Matcher]] = {}
         by_type: dict[str, list[Matcher]] = {}
         any_type: list[Matcher] = []
         for m in matchers:
-            if m.types is None:
+            ids = {wanted for _, wanted, _ in m.selectors}
+            if m.selectors and None not in ids:
+                for entity_id in ids:
+                    by_id.setdefault(entity_id, []).append(m)
+            elif m.types is None:
                 any_type.append(m)
             else:
                 for t in m.types:
                     by_type.setdefault(t, []).append(m)
-        return cls(version, by_type, any_type)
+        return cls(version, by_id, by_type, any_type)
 
-    def candidates(self, types: list[str]) -> list[Matcher]:
-        if len(types) == 1 and not self.any_type:
+    @property
+    def empty(self) -> bool:
+        return not (self.by_id or self.by_type or self.any_type)
+
+    def candidates(self, entity_id: str, types: list[str]) -> list[Matcher]:
+        named = self.by_id.get(entity_id)
+        if not named and len(types) == 1 and not self.any_type:
             return self.by_type.get(types[0], [])
-        seen: dict[int, Matcher] = {}
+        seen: dict[int, Matcher] = {m.pk: m for m in named or ()}
         for t in types:
             for m in self.by_type.get(t, ()):
                 seen[m.pk] = m

@@ -234,7 +234,7 @@ class Subscriptions:
             return None
         cached = self._cache.get(tenant)
         if cached is not None and cached.version == version:
-            return cached if (cached.by_type or cached.any_type) else None
+            return None if cached.empty else cached
         compiled: list[Matcher] = []
         for row in conn.execute(
             select(subscriptions.c.pk, subscriptions.c.doc).where(
@@ -255,7 +255,7 @@ class Subscriptions:
         now = changes[0].at
         grouped: dict[tuple[int, str], tuple[Matcher, list[dict[str, Any]]]] = {}
         for change in changes:
-            candidates = matchers.candidates(change.types)
+            candidates = matchers.candidates(change.entity_id, change.types)
             if not candidates:
                 continue
             change_diff = None
