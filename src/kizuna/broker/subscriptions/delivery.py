@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 import orjson
-from sqlalchemy import Engine, delete, event, false, select, update
+from sqlalchemy import DateTime, Engine, bindparam, delete, event, false, func, select, update
 
 from kizuna.broker.context import ContextStore
 from kizuna.broker.subscriptions import document
@@ -52,6 +52,7 @@ from kizuna.storage import writer
 from kizuna.tenancy.service import DEFAULT_TENANT, TenantScope
 
 log = logging.getLogger("kizuna.delivery")
+_TS = DateTime(timezone=True)
 _CONTEXT_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 
 
@@ -103,7 +104,10 @@ class DeliveryWorker:
         self._last_sent: dict[tuple[int, datetime], float] = {}
         self._outcomes: list[Outcome] = []
         self._deliveries: set[asyncio.Task] = set()
-        self._http: httpx.AsyncClient | None = None
+        # One client (connection pool) per origin: httpcore looks over every pooled
+        # connection on each request, so pools stay small, and one origin that hangs
+        # can only exhaust its own.
+        self._http: dict[str, httpx.AsyncClient] = {}
         self._mqtt = MqttPool(settings.notify_timeout)
         self._stopping = False
 
@@ -112,10 +116,6 @@ class DeliveryWorker:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._http = httpx.AsyncClient(
-            timeout=self.settings.notify_timeout,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
-        )
         self.subs.on_enqueued = self.wake
         event.listen(self.engine, "commit", self._on_commit)
         event.listen(self.engine, "rollback", self._on_rollback)
@@ -140,8 +140,9 @@ class DeliveryWorker:
                 await task
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._flush)
-        if self._http is not None:
-            await self._http.aclose()
+        for client in self._http.values():
+            with contextlib.suppress(Exception):
+                await client.aclose()
         self._mqtt.close()
 
     def wake(self) -> None:
@@ -338,8 +339,7 @@ class DeliveryWorker:
             if job.endpoint.startswith("mqtt"):
                 await self._mqtt.publish(job.endpoint, job.body, job.qos, job.mqtt_version)
             else:
-                assert self._http is not None
-                response = await self._http.post(
+                response = await self._client(job.endpoint).post(
                     job.endpoint, content=job.body, headers=job.headers
                 )
                 if not 200 <= response.status_code < 300:
@@ -364,6 +364,18 @@ class DeliveryWorker:
         self.subs.note_outcome(job.sub_pk, ok, at)
         self._outcomes.append(Outcome(job, ok, at, error))
         self.wake()
+
+    def _client(self, endpoint: str) -> httpx.AsyncClient:
+        parts = urlsplit(endpoint)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        client = self._http.get(origin)
+        if client is None:
+            size = max(self.settings.notify_per_endpoint * 4, 32)
+            client = self._http[origin] = httpx.AsyncClient(
+                timeout=self.settings.notify_timeout,
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            )
+        return client
 
     # --- bookkeeping (in a thread) ---------------------------------------------------------
 
@@ -407,19 +419,32 @@ class DeliveryWorker:
                             dead=now - _aware(o.job.created_at) > give_up,
                         )
                     )
-                for pk in sorted(stats):
-                    s = stats[pk]
-                    values: dict[str, Any] = {
-                        "times_sent": subscriptions.c.times_sent + s["sent"],
-                        "last_notification": s["last"],
-                    }
-                    if s["failed"]:
-                        values["times_failed"] = subscriptions.c.times_failed + s["failed"]
-                        values["last_failure"] = s["bad"]
-                    if s["ok"] is not None:
-                        values["last_success"] = s["ok"]
+                if stats:
                     conn.execute(
-                        update(subscriptions).where(subscriptions.c.pk == pk).values(**values)
+                        update(subscriptions)
+                        .where(subscriptions.c.pk == bindparam("b_pk"))
+                        .values(
+                            times_sent=subscriptions.c.times_sent + bindparam("b_sent"),
+                            times_failed=subscriptions.c.times_failed + bindparam("b_failed"),
+                            last_notification=bindparam("b_last"),
+                            last_success=func.coalesce(
+                                bindparam("b_ok", type_=_TS), subscriptions.c.last_success
+                            ),
+                            last_failure=func.coalesce(
+                                bindparam("b_bad", type_=_TS), subscriptions.c.last_failure
+                            ),
+                        ),
+                        [
+                            {
+                                "b_pk": pk,
+                                "b_sent": s["sent"],
+                                "b_failed": s["failed"],
+                                "b_last": s["last"],
+                                "b_ok": s["ok"],
+                                "b_bad": s["bad"],
+                            }
+                            for pk, s in sorted(stats.items())
+                        ],
                     )
         except Exception:
             self._outcomes = outcomes + self._outcomes  # try again with the next flush
