@@ -107,7 +107,7 @@ class DeliveryWorker:
         # One client (connection pool) per origin: httpcore looks over every pooled
         # connection on each request, so pools stay small, and one origin that hangs
         # can only exhaust its own.
-        self._http: dict[str, httpx.AsyncClient] = {}
+        self._http: dict[str, tuple[httpx.AsyncClient, asyncio.Semaphore]] = {}
         self._mqtt = MqttPool(settings.notify_timeout)
         self._stopping = False
 
@@ -140,7 +140,7 @@ class DeliveryWorker:
                 await task
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._flush)
-        for client in self._http.values():
+        for client, _ in self._http.values():
             with contextlib.suppress(Exception):
                 await client.aclose()
         self._mqtt.close()
@@ -209,6 +209,17 @@ class DeliveryWorker:
     # --- claiming (in a thread) -------------------------------------------------------------
 
     def _claim(self, free: int) -> list[Job]:
+        t0 = time.monotonic()
+        jobs = self._claim_inner(free)
+        import sys
+
+        print(
+            f"CLAIM {len(jobs)} free={free} {1000 * (time.monotonic() - t0):.1f}ms inflight={self._inflight_total}",
+            file=sys.stderr,
+        )
+        return jobs
+
+    def _claim_inner(self, free: int) -> list[Job]:
         now = _now()
         clock = time.monotonic()
         cap = self.settings.notify_per_endpoint
@@ -339,9 +350,12 @@ class DeliveryWorker:
             if job.endpoint.startswith("mqtt"):
                 await self._mqtt.publish(job.endpoint, job.body, job.qos, job.mqtt_version)
             else:
-                response = await self._client(job.endpoint).post(
-                    job.endpoint, content=job.body, headers=job.headers
-                )
+                client, slots = self._client(job.endpoint)
+                # Wait for a pooled connection here, in O(1), not inside httpcore's pool.
+                async with slots:
+                    response = await client.post(
+                        job.endpoint, content=job.body, headers=job.headers
+                    )
                 if not 200 <= response.status_code < 300:
                     error = f"HTTP {response.status_code}"
         except Exception as exc:  # noqa: BLE001 - any failure is retried
@@ -365,17 +379,18 @@ class DeliveryWorker:
         self._outcomes.append(Outcome(job, ok, at, error))
         self.wake()
 
-    def _client(self, endpoint: str) -> httpx.AsyncClient:
+    def _client(self, endpoint: str) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
         parts = urlsplit(endpoint)
         origin = f"{parts.scheme}://{parts.netloc}"
-        client = self._http.get(origin)
-        if client is None:
+        found = self._http.get(origin)
+        if found is None:
             size = max(self.settings.notify_per_endpoint * 4, 32)
-            client = self._http[origin] = httpx.AsyncClient(
+            client = httpx.AsyncClient(
                 timeout=self.settings.notify_timeout,
                 limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
             )
-        return client
+            found = self._http[origin] = (client, asyncio.Semaphore(size))
+        return found
 
     # --- bookkeeping (in a thread) ---------------------------------------------------------
 
