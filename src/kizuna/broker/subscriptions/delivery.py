@@ -209,17 +209,6 @@ class DeliveryWorker:
     # --- claiming (in a thread) -------------------------------------------------------------
 
     def _claim(self, free: int) -> list[Job]:
-        t0 = time.monotonic()
-        jobs = self._claim_inner(free)
-        import sys
-
-        print(
-            f"CLAIM {len(jobs)} free={free} {1000 * (time.monotonic() - t0):.1f}ms inflight={self._inflight_total}",
-            file=sys.stderr,
-        )
-        return jobs
-
-    def _claim_inner(self, free: int) -> list[Job]:
         now = _now()
         clock = time.monotonic()
         cap = self.settings.notify_per_endpoint
