@@ -22,6 +22,9 @@ from kizuna.auth.service import Authenticator
 from kizuna.broker.context import ContextStore
 from kizuna.broker.routes import router as broker_router
 from kizuna.broker.service import Broker
+from kizuna.broker.subscriptions.delivery import DeliveryWorker
+from kizuna.broker.subscriptions.routes import router as subscriptions_router
+from kizuna.broker.subscriptions.service import Subscriptions
 from kizuna.broker.temporal.routes import router as temporal_router
 from kizuna.broker.temporal.service import Temporal
 from kizuna.energy import pages as energy_pages
@@ -49,6 +52,7 @@ class Services:
     broker: Broker
     ledger: Ledger
     temporal: Temporal
+    subscriptions: Subscriptions
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
@@ -56,7 +60,8 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine_for(settings.effective_database_url())
     upgrade_to_head(engine)
-    broker = Broker(engine, ContextStore(engine, settings))
+    contexts = ContextStore(engine, settings)
+    broker = Broker(engine, contexts)
     temporal = Temporal(engine)
     # Attribute history is recorded inside every entity write's transaction.
     broker.add_change_listener(temporal.record)
@@ -68,6 +73,8 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         broker=broker,
         ledger=Ledger(engine, settings.data_dir),
         temporal=temporal,
+        # Registers the outbox listener on the broker's write path.
+        subscriptions=Subscriptions(engine, contexts, broker, settings),
     )
 
 
@@ -127,9 +134,18 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         jobs.start()
+        worker = None
+        if settings.notify_worker:
+            worker = DeliveryWorker(
+                services.engine, services.subscriptions, services.broker.contexts, settings
+            )
+            await worker.start()
+        _app.state.delivery = worker
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
             jobs.stop()
 
     app = FastAPI(
@@ -165,6 +181,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     app.include_router(broker_router)
     app.include_router(temporal_router)
+    app.include_router(subscriptions_router)
     app.include_router(auth_router)
     app.include_router(tenancy_router)
     app.include_router(ledger_router)
