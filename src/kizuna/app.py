@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -24,6 +26,9 @@ from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
 from kizuna.tenancy.routes import router as tenancy_router
 from kizuna.tenancy.service import TenantDirectory
+from kizuna.watch.routes import router as watch_router
+from kizuna.watch.runtime import WatchRuntime
+from kizuna.watch.service import WatchService
 from kizuna.web.mount import error_page, mount_web, wants_html
 
 log = logging.getLogger("kizuna")
@@ -38,6 +43,7 @@ class Services:
     authenticator: Authenticator
     tenants: TenantDirectory
     broker: Broker
+    watch: WatchService
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
@@ -45,12 +51,15 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine_for(settings.effective_database_url())
     upgrade_to_head(engine)
+    tenants = TenantDirectory(engine)
+    broker = Broker(engine, ContextStore(engine, settings))
     return Services(
         settings=settings,
         engine=engine,
         authenticator=Authenticator(engine, settings),
-        tenants=TenantDirectory(engine),
-        broker=Broker(engine, ContextStore(engine, settings)),
+        tenants=tenants,
+        broker=broker,
+        watch=WatchService(engine, settings, broker, tenants),
     )
 
 
@@ -100,10 +109,27 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     services = build_services(settings, engine)
     if settings.open_access:
         log.warning("KIZUNA_OPEN_ACCESS is on: anonymous callers act as platform admin")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Devices' MQTT consumer and the watch jobs; with several workers, run them once
+        # with `kizuna watch ingest` instead (one MQTT session, one scheduler).
+        runtime = WatchRuntime(services.watch)
+        runtime.start(
+            mqtt=settings.workers == 1,
+            jobs=settings.watch_jobs_enabled and settings.workers == 1,
+        )
+        app.state.watch_runtime = runtime
+        try:
+            yield
+        finally:
+            runtime.stop()
+
     app = FastAPI(
         title="Kizuna city OS",
         version=__version__,
         description="NGSI-LD context broker and resident services for municipalities (都市OS)",
+        lifespan=lifespan,
     )
     app.state.services = services
 
@@ -133,6 +159,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(broker_router)
     app.include_router(auth_router)
     app.include_router(tenancy_router)
+    app.include_router(watch_router)
     mount_web(app, page_modules=[])
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app
