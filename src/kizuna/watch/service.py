@@ -382,7 +382,12 @@ class WatchService:
         Also, in the same transaction: places' arrival/departure notifications (and their
         webhooks), volunteers' contribution counts, beacons heard and devices' last contact.
         """
-        rows = [row for p in prepared for row in p.rows]
+        # The same detection twice in one batch (a redelivery): the first one counts.
+        unique: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for p in prepared:
+            for row in p.rows:
+                unique.setdefault((row["tenant_id"], row["detector_id"], row["detection_id"]), row)
+        rows = list(unique.values())
         now = _now()
         with self._writer.begin() as conn:
             fresh: set[tuple[str, str, str]] = set()
@@ -404,9 +409,11 @@ class WatchService:
             self._after_store(conn, new_rows, prepared, now)
         out = []
         for p in prepared:
-            accepted = sum(
-                1 for r in p.rows if (r["tenant_id"], r["detector_id"], r["detection_id"]) in fresh
-            )
+            accepted = 0
+            for r in p.rows:
+                key = (r["tenant_id"], r["detector_id"], r["detection_id"])
+                if key in fresh and unique[key] is r:
+                    accepted += 1
             out.append(Stored(accepted, len(p.rows) - accepted))
         return out
 
