@@ -24,7 +24,7 @@ def _serve(settings: Settings, workers: int) -> None:
     # Workers re-read settings from the environment, so hand the effective URL on.
     os.environ.setdefault("KIZUNA_DATABASE_URL", settings.effective_database_url())
     uvicorn.run(
-        "kizuna.app:create_app",
+        "kizuna.app:create_server_app",
         factory=True,
         host=settings.host,
         port=settings.port,

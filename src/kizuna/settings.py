@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     context_fetch_enabled: bool = True
 
     max_body_bytes: int = 8 * 1024 * 1024
+    # Pages that take data files (the energy page's CSV upload: a year of 30-minute demand
+    # for ~200 facilities is ~18 MB) accept bodies up to this size.
+    max_upload_bytes: int = 64 * 1024 * 1024
     default_page_limit: int = 20
     max_page_limit: int = 1000
 

@@ -15,7 +15,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, exists, func, literal_column, or_, select
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from kizuna.broker import geo, store
@@ -526,31 +539,36 @@ class Broker:
                 )
                 found = [store.to_row(r) for r in rows]
             else:
-                found, total = self._geo_page(conn, stmt, tm, query)
+                found, total = self._geo_page(conn, scope, stmt, tm, query)
             rendered = _render_linked(conn, scope, tm, found, how)
         return QueryResult([e for e in rendered if e], total)
 
     def _geo_page(
-        self, conn: Connection, stmt: Any, tm: TermMap, query: Query
+        self, conn: Connection, scope: TenantScope, stmt: Any, tm: TermMap, query: Query
     ) -> tuple[list[store.Row], int | None]:
-        """Walk the bbox candidates in order, keeping exact matches for the page."""
+        """Walk the bbox candidates in order, keeping exact matches for the page.
+
+        The walk reads only each candidate's key and geo-attribute; whole entities are
+        loaded for the page alone, so a dense area costs small rows, not full documents.
+        """
         assert query.geo is not None
         iri = tm.expand(query.geo.geoproperty)
-        page: list[store.Row] = []
+        light = stmt.with_only_columns(entities.c.pk, entities.c.attrs[iri].label("geo"))
+        page_keys: list[int] = []
         seen = 0
-        for raw in _stream(conn, stmt):
-            row = store.to_row(raw)
-            geometries = [
-                i["value"] for i in row.attrs.get(iri, []) if i.get("type") == "GeoProperty"
-            ]
+        # Rows are small (key + one attribute), so one fetch beats a server-side cursor.
+        for pk, instances in conn.execute(light):
+            geometries = [i["value"] for i in instances or [] if i.get("type") == "GeoProperty"]
             if not geo.matches(query.geo, geometries):
                 continue
             if query.offset <= seen < query.offset + query.limit:
-                page.append(row)
+                page_keys.append(pk)
             seen += 1
             if not query.count and seen >= query.offset + query.limit:
                 break
-        return page, (seen if query.count else None)
+        page = store.base_select(scope).where(_key_in(page_keys, self._dialect))
+        rows = {r.pk: store.to_row(r) for r in conn.execute(page)} if page_keys else {}
+        return [rows[pk] for pk in page_keys if pk in rows], (seen if query.count else None)
 
     def _conditions(
         self, conn: Connection, scope: TenantScope, tm: TermMap, query: Query
@@ -586,7 +604,7 @@ class Broker:
             # a short list of keys lets it join the right way round.
             keys = conn.execute(candidates.limit(_GEO_KEYS_INLINE + 1)).scalars().all()
             if len(keys) <= _GEO_KEYS_INLINE:
-                conditions.append(entities.c.pk.in_(keys))
+                conditions.append(_key_in(keys, self._dialect))
             else:
                 conditions.append(entities.c.pk.in_(candidates))
         return conditions
@@ -665,8 +683,15 @@ class Broker:
 # --- helpers -------------------------------------------------------------------------
 
 
+def _key_in(keys: list[int], dialect: str) -> Any:
+    """``pk IN keys``; on PostgreSQL as one array parameter instead of one per key."""
+    if dialect == "postgresql":
+        return entities.c.pk == any_(bindparam("geo_keys", keys, type_=ARRAY(BigInteger)))
+    return entities.c.pk.in_(keys)
+
+
 def _stream(conn: Connection, stmt: Any) -> Iterator[Any]:
-    yield from conn.execution_options(yield_per=500).execute(stmt)
+    yield from conn.execution_options(yield_per=200).execute(stmt)
 
 
 def _render_linked(

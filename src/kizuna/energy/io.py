@@ -28,6 +28,7 @@ from kizuna.energy.config import PRICE_SCALE, VOLTAGES
 from kizuna.energy.fiscal import SLOTS_PER_DAY, FiscalYear
 
 SYNTHETIC_MARKER = "SYNTHETIC.txt"
+SYNTHETIC_PREFIX = "【合成】"  # synthesize() starts every facility name with it
 MAX_PROBLEMS = 200
 
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -111,10 +112,16 @@ class Problem:
     file: str
     line: int | None
     message: str
+    message_ja: str = ""  # the same in Japanese, for the web page
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         return f"{where}: {self.message}"
+
+    def japanese(self) -> str:
+        """「facilities.csv 3行目: …」 as the web page shows it."""
+        where = f"{self.file} {self.line}行目" if self.line else self.file
+        return f"{where}: {self.message_ja or self.message}"
 
 
 class InputError(ValueError):
@@ -144,10 +151,10 @@ class _Collector:
         self.problems: list[Problem] = []
         self.total = 0
 
-    def add(self, file: str, line: int | None, message: str) -> None:
+    def add(self, file: str, line: int | None, message: str, ja: str = "") -> None:
         self.total += 1
         if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(Problem(file, line, message))
+            self.problems.append(Problem(file, line, message, ja))
 
     def raise_if_any(self) -> None:
         if self.total:
@@ -242,7 +249,10 @@ class _Table:
             raise InputError(
                 [
                     Problem(
-                        self.name, None, f"no header row with a column for {' / '.join(key_roles)}"
+                        self.name,
+                        None,
+                        f"no header row with a column for {' / '.join(key_roles)}",
+                        f"見出し行（{' / '.join(ALIASES[r][-1] for r in key_roles)} の列）が見つかりません",
                     )
                 ]
             )
@@ -281,7 +291,12 @@ class _Table:
             return col.to_numpy(dtype=np.float64)
         values = pd.to_numeric(col.str.replace(",", ""), errors="coerce").to_numpy(np.float64)
         for i in np.flatnonzero(np.isnan(values) & col.notna().to_numpy())[:MAX_PROBLEMS]:
-            out.add(self.name, int(self.lines[i]), f"{header}: not a number: {col.iloc[i]!r}")
+            out.add(
+                self.name,
+                int(self.lines[i]),
+                f"{header}: not a number: {col.iloc[i]!r}",
+                f"{header}: 数値ではありません: {col.iloc[i]!r}",
+            )
         return values
 
 
@@ -307,7 +322,7 @@ def _read_series_file(
         table = _Table(path, key_roles)
     except InputError as exc:
         for p in exc.problems:
-            out.add(p.file, p.line, p.message)
+            out.add(p.file, p.line, p.message, p.message_ja)
         return None
     name, rows = table.name, len(table.frame)
     ok = np.ones(rows, dtype=bool)
@@ -316,7 +331,12 @@ def _read_series_file(
     if ids is not None:
         fac = table.column("facility_id")
         if fac is None and default_id is None:
-            out.add(name, table.first_line - 1, "no facility_id column (施設ID)")
+            out.add(
+                name,
+                table.first_line - 1,
+                "no facility_id column (施設ID)",
+                "施設IDの列がありません（施設ごとのファイルなら demand_施設ID.csv という名前にしてください）",
+            )
             return None
         fac = fac if fac is not None else pd.Series([default_id] * rows)
         codes, uniques = pd.factorize(fac.fillna("").str.strip())
@@ -327,6 +347,7 @@ def _read_series_file(
                 name,
                 int(table.lines[i]),
                 f"unknown facility {fac.iloc[i]!r} (not in facilities.csv)",
+                f"施設 {fac.iloc[i]!r} は facilities.csv にありません",
             )
         ok &= series >= 0
 
@@ -344,7 +365,12 @@ def _read_series_file(
         good = np.array([p is not None for p in parsed] or [True])[codes]
         day = np.array([p or 0 for p in parsed] or [0], dtype=np.int64)[codes]
     for i in np.flatnonzero(~good)[:MAX_PROBLEMS]:
-        out.add(name, int(table.lines[i]), f"unreadable date: {bad_col.iloc[i]!r}")
+        out.add(
+            name,
+            int(table.lines[i]),
+            f"unreadable date: {bad_col.iloc[i]!r}",
+            f"日付を読めません: {bad_col.iloc[i]!r}",
+        )
     ok &= good
 
     value_header = table.roles.get("value")
@@ -354,12 +380,22 @@ def _read_series_file(
             good = np.array([p is not None for p in parsed] or [True])[codes]
             minute = np.array([p or 0 for p in parsed] or [0], dtype=np.int64)[codes]
             for i in np.flatnonzero(~good)[:MAX_PROBLEMS]:
-                out.add(name, int(table.lines[i]), f"unreadable time: {tcol.iloc[i]!r}")
+                out.add(
+                    name,
+                    int(table.lines[i]),
+                    f"unreadable time: {tcol.iloc[i]!r}",
+                    f"時刻を読めません: {tcol.iloc[i]!r}",
+                )
             ok &= good
         if minute is not None:
             off = minute % 30 != 0
             for i in np.flatnonzero(off & ok)[:MAX_PROBLEMS]:
-                out.add(name, int(table.lines[i]), "time is not on a 30-minute boundary")
+                out.add(
+                    name,
+                    int(table.lines[i]),
+                    "time is not on a 30-minute boundary",
+                    "時刻が30分単位ではありません",
+                )
             ok &= ~off
             # "24:00" in a file means times label the end of each slot (utility style).
             end_labelled = bool((minute == 1440).any())
@@ -368,12 +404,20 @@ def _read_series_file(
             n = pd.to_numeric(scol, errors="coerce").to_numpy(np.float64)
             good = (n >= 1) & (n <= SLOTS_PER_DAY) & (n == np.floor(n))
             for i in np.flatnonzero(~good)[:MAX_PROBLEMS]:
-                out.add(name, int(table.lines[i]), f"slot number must be 1–48: {scol.iloc[i]!r}")
+                out.add(
+                    name,
+                    int(table.lines[i]),
+                    f"slot number must be 1–48: {scol.iloc[i]!r}",
+                    f"時限は1〜48で指定してください: {scol.iloc[i]!r}",
+                )
             ok &= good
             slot_in_day = np.where(good, n, 1).astype(np.int64) - 1
         else:
             out.add(
-                name, table.first_line - 1, "long format needs a time (時刻) or slot (時限) column"
+                name,
+                table.first_line - 1,
+                "long format needs a time (時刻) or slot (時限) column",
+                "縦持ち形式には時刻または時限の列が必要です",
             )
             return None
         value = table.numbers(value_header, out)
@@ -388,6 +432,7 @@ def _read_series_file(
             name,
             table.first_line - 1,
             f"no value column (kWh / 電力量) and {len(table.slot_columns)} slot columns instead of 48",
+            f"値の列（kWh・電力量）がなく、時間帯の列が48ではなく{len(table.slot_columns)}列です",
         )
         return None
     marks = list(table.slot_columns.values())
@@ -397,7 +442,12 @@ def _read_series_file(
         minutes = [m for _, m in marks]
         offsets = [m // 30 - (1 if 1440 in minutes else 0) for m in minutes]
     if sorted(offsets) != list(range(SLOTS_PER_DAY)):
-        out.add(name, table.first_line - 1, "the 48 slot columns do not cover 0:00–24:00 once each")
+        out.add(
+            name,
+            table.first_line - 1,
+            "the 48 slot columns do not cover 0:00–24:00 once each",
+            "48の時間帯の列が0:00〜24:00をちょうど1回ずつ覆っていません",
+        )
         return None
     headers = list(table.slot_columns)
     value = np.column_stack([table.numbers(h, out) for h in headers])
@@ -434,13 +484,19 @@ def _assemble(
         slot = (cells.day - start) * SLOTS_PER_DAY + cells.slot_in_day
         bad = np.isnan(cells.value)
         for i in np.flatnonzero(bad)[:MAX_PROBLEMS]:
-            out.add(cells.file, int(cells.line[i]), f"{_where(cells, i)}missing value (gap)")
+            out.add(
+                cells.file,
+                int(cells.line[i]),
+                f"{_where(cells, i)}missing value (gap)",
+                f"{_where(cells, i)}値が空欄です（欠測）",
+            )
         neg = ~bad & (cells.value < 0)
         for i in np.flatnonzero(neg)[:MAX_PROBLEMS]:
             out.add(
                 cells.file,
                 int(cells.line[i]),
                 f"{_where(cells, i)}negative value {cells.value[i]:g}",
+                f"{_where(cells, i)}負の値です: {cells.value[i]:g}",
             )
         outside = (slot < 0) | (slot >= T)
         for i in np.flatnonzero(outside)[:MAX_PROBLEMS]:
@@ -449,6 +505,7 @@ def _assemble(
                 cells.file,
                 int(cells.line[i]),
                 f"{when} is outside fiscal year FY{fy.year} ({fy.start} – {date(fy.year + 1, 3, 31)})",
+                f"{when} は{fy.year}年度（{fy.start}〜{date(fy.year + 1, 3, 31)}）の範囲外です",
             )
         keep = np.flatnonzero(~(bad | neg | outside))
         clean = len(keep) == len(slot)
@@ -486,6 +543,8 @@ def _assemble(
             int(where[hits[0], 1]),
             f"{labels[series]}: slot {fy.slot_label(slot)} given {len(hits)} times "
             f"(also at {', '.join(at(h) for h in hits[1:])})",
+            f"{labels[series]}: {fy.slot_label(slot)} のコマが{len(hits)}回あります"
+            f"（ほかに {', '.join(at(h) for h in hits[1:])}）",
         )
     if not out.total:
         line_of = np.zeros(T * n_series, dtype=np.int64)
@@ -509,6 +568,10 @@ def _assemble(
                 f"{labels[s]}: no value from {fy.slot_label(int(slots[0]))[:16]} to "
                 f"{fy.slot_label(int(run_end))[-5:]} of {fy.slot_start(int(run_end)):%Y-%m-%d}{after}; "
                 f"{len(slots)} of {T} slots missing in all",
+                f"{labels[s]}: {fy.slot_label(int(slots[0]))[:16]} から "
+                f"{fy.slot_start(int(run_end)):%Y-%m-%d} {fy.slot_label(int(run_end))[-5:]} まで値がありません"
+                f"{after.replace(' (after ', '（直前は ').replace(')', '）') if after else ''}。"
+                f"欠けているコマは全{T:,}コマ中{len(slots):,}コマです",
             )
     return None
 
@@ -519,7 +582,10 @@ def read_facilities(path: Path) -> list[Facility]:
     for role in ("facility_id", "name", "municipality", "voltage"):
         if role not in table.roles:
             out.add(
-                table.name, table.first_line - 1, f"missing column {role} ({ALIASES[role][-1]})"
+                table.name,
+                table.first_line - 1,
+                f"missing column {role} ({ALIASES[role][-1]})",
+                f"{ALIASES[role][-1]}（{role}）の列がありません",
             )
     out.raise_if_any()
     facilities: list[Facility] = []
@@ -533,10 +599,20 @@ def read_facilities(path: Path) -> list[Facility]:
             for r in ("facility_id", "name", "municipality", "voltage")
         )
         if not fid or not name or not town:
-            out.add(table.name, line, "facility_id, name and municipality are required")
+            out.add(
+                table.name,
+                line,
+                "facility_id, name and municipality are required",
+                "施設ID・施設名・市町は必須です",
+            )
             continue
         if fid in seen:
-            out.add(table.name, line, f"facility {fid!r} already listed at line {seen[fid]}")
+            out.add(
+                table.name,
+                line,
+                f"facility {fid!r} already listed at line {seen[fid]}",
+                f"施設 {fid!r} は{seen[fid]}行目にもあります（重複）",
+            )
             continue
         seen[fid] = line
         voltage = VOLTAGE_WORDS.get(unicodedata.normalize("NFKC", volt).strip().lower())
@@ -545,6 +621,7 @@ def read_facilities(path: Path) -> list[Facility]:
                 table.name,
                 line,
                 f"voltage must be 低圧/高圧/特別高圧 (low/high/extra_high): {volt!r}",
+                f"契約電圧は 低圧・高圧・特別高圧 のいずれかです: {volt!r}",
             )
             continue
         priority = None
@@ -552,12 +629,17 @@ def read_facilities(path: Path) -> list[Facility]:
             try:
                 priority = int(str(prio.iloc[i]).strip())
             except ValueError:
-                out.add(table.name, line, f"priority must be a whole number: {prio.iloc[i]!r}")
+                out.add(
+                    table.name,
+                    line,
+                    f"priority must be a whole number: {prio.iloc[i]!r}",
+                    f"優先順位は整数で指定してください: {prio.iloc[i]!r}",
+                )
                 continue
         kind = str(kinds.iloc[i]).strip() if kinds is not None and pd.notna(kinds.iloc[i]) else ""
         facilities.append(Facility(fid, name, town, voltage, kind, priority))
     if not facilities and not out.total:
-        out.add(table.name, None, "no facilities listed")
+        out.add(table.name, None, "no facilities listed", "施設が1件もありません")
     out.raise_if_any()
     return facilities
 
@@ -568,10 +650,12 @@ def read_inputs(folder: Path, fiscal_year: int = 0) -> Inputs:
     out = _Collector()
     for required in ("facilities.csv", "plant.csv"):
         if not (folder / required).is_file():
-            out.add(required, None, f"missing file in {folder}")
+            out.add(required, None, f"missing file in {folder}", "ファイルがありません")
     demand_files = sorted(folder.glob("demand*.csv"))
     if not demand_files:
-        out.add("demand*.csv", None, f"no demand file in {folder}")
+        out.add(
+            "demand*.csv", None, f"no demand file in {folder}", "需要データのファイルがありません"
+        )
     out.raise_if_any()
 
     facilities = read_facilities(folder / "facilities.csv")
@@ -591,7 +675,7 @@ def read_inputs(folder: Path, fiscal_year: int = 0) -> Inputs:
     elif len(plant.day):
         fy = FiscalYear.containing(date.fromordinal(int(plant.day.min())))
     else:
-        raise InputError([Problem("plant.csv", None, "no data rows")])
+        raise InputError([Problem("plant.csv", None, "no data rows", "データ行がありません")])
 
     labels = [f.id for f in facilities]
     demand = _assemble([p for p in demand_parts if p], fy, len(facilities), 1000, labels, out)
@@ -605,5 +689,8 @@ def read_inputs(folder: Path, fiscal_year: int = 0) -> Inputs:
         demand,
         generation[:, 0],
         price[:, 0] if price is not None else None,
-        (folder / SYNTHETIC_MARKER).is_file(),
+        # The marker file, or every facility named as synthesize() names them (an upload
+        # of a synthetic folder without its marker is still labelled).
+        (folder / SYNTHETIC_MARKER).is_file()
+        or all(f.name.startswith(SYNTHETIC_PREFIX) for f in facilities),
     )

@@ -23,7 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from kizuna.energy.exports import VOLTAGE_JA  # noqa: E402
 from kizuna.energy.fiscal import SLOTS_PER_DAY  # noqa: E402
@@ -66,14 +66,23 @@ def _figure(width: float = 9, height: float = 4.2) -> tuple[Figure, plt.Axes]:
     return fig, ax
 
 
+# Narrow versions for phone screens: same data, a figure about as wide as a phone shows
+# it, so that the text stays readable; titles and legends wrap onto more lines.
+NARROW = (5.0, 4.6)
+
+
+def _title(ax: plt.Axes, ja: str, en: str, narrow: bool) -> None:
+    ax.set_title(f"{ja}\n{en}" if narrow else f"{ja} {en}")
+
+
 def _mwh_axis(ax: plt.Axes, label: str) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set_ylabel(label)
 
 
-def chart_monthly(r: Result) -> Figure:
+def chart_monthly(r: Result, narrow: bool = False) -> Figure:
     m = r.monthly
-    fig, ax = _figure()
+    fig, ax = _figure(*NARROW) if narrow else _figure()
     x = np.arange(12)
     sup, short, surplus = m.supplied.sum(1) / 1e6, m.shortfall.sum(1) / 1e6, m.surplus / 1e6
     ax.bar(x, sup, color=COLORS["supplied"], label="地産供給 Supplied from plant")
@@ -87,23 +96,34 @@ def chart_monthly(r: Result) -> Figure:
         edgecolor="white",
         label="余剰売電 Surplus sold",
     )
-    ax.set_xticks(x, [f"{int(lbl[5:])}月\n{lbl[:4]}" for lbl in r.inputs.fy.month_labels])
+    labels = r.inputs.fy.month_labels
+    if narrow:  # the fiscal year is in the page's heading; months alone fit
+        ax.set_xticks(x, [str(int(lbl[5:])) for lbl in labels])
+        ax.set_xlabel("月 Month")
+    else:
+        ax.set_xticks(x, [f"{int(lbl[5:])}月\n{lbl[:4]}" for lbl in labels])
     _mwh_axis(ax, "電力量 Energy (MWh)")
-    ax.set_title("月別の需給 Monthly supply and demand")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
+    _title(ax, "月別の需給", "Monthly supply and demand", narrow)
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2 if narrow else -0.18),
+        ncol=1 if narrow else 3,
+        frameon=False,
+    )
     return fig
 
 
-def chart_typical_day(r: Result) -> Figure:
+def chart_typical_day(r: Result, narrow: bool = False) -> Figure:
     a = r.allocation
     days = r.inputs.fy.days
     workday = np.array([d.weekday() < 5 for d in _dates(r)])
 
     def avg(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return x.reshape(days, SLOTS_PER_DAY)[mask].mean(0) * 2 / 1000  # kWh per slot → kW
+        kw = x.reshape(days, SLOTS_PER_DAY)[mask].mean(0) * 2 / 1000  # Wh per slot → kW
+        return np.append(kw, kw[-1])  # the last slot's step runs on to 24:00
 
-    fig, ax = _figure()
-    t = np.arange(SLOTS_PER_DAY) / 2
+    fig, ax = _figure(NARROW[0], 5.2) if narrow else _figure()
+    t = np.arange(SLOTS_PER_DAY + 1) / 2
     total = a.demand.sum(1)
     ax.fill_between(
         t,
@@ -138,17 +158,22 @@ def chart_typical_day(r: Result) -> Figure:
         lw=2,
         label="発電（送電端）Plant send-out",
     )
-    ax.set_xticks(range(0, 25, 3), [f"{h}:00" for h in range(0, 25, 3)])
+    step = 6 if narrow else 3
+    ax.set_xticks(range(0, 25, step), [f"{h}:00" for h in range(0, 25, step)])
     ax.set_xlim(0, 24)
     _mwh_axis(ax, "平均電力 Average power (kW)")
-    ax.set_title("代表日の48コマ（年間平均）Typical day, 48 half-hour slots (year average)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    _title(
+        ax, "代表日の48コマ（年間平均）", "Typical day, 48 half-hour slots (year average)", narrow
+    )
+    ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1 if narrow else 2, frameon=False
+    )
     return fig
 
 
-def chart_duration(r: Result) -> Figure:
+def chart_duration(r: Result, narrow: bool = False) -> Figure:
     a = r.allocation
-    fig, ax = _figure()
+    fig, ax = _figure(*NARROW) if narrow else _figure()
     hours = np.arange(len(a.generation)) / 2
     ax.plot(
         hours,
@@ -173,15 +198,22 @@ def chart_duration(r: Result) -> Figure:
         label="地産供給 Supplied",
     )
     ax.set_xlim(0, hours[-1])
-    ax.set_xlabel("年間の時間（降順）Hours of the year, sorted")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    if narrow:
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.set_xlabel(
+        "年間の時間（降順）\nHours of the year, sorted"
+        if narrow
+        else "年間の時間（降順）Hours of the year, sorted"
+    )
     _mwh_axis(ax, "電力 Power (kW)")
-    ax.set_title("負荷持続曲線 Load-duration curve")
+    _title(ax, "負荷持続曲線", "Load-duration curve", narrow)
     ax.legend(frameon=False)
     return fig
 
 
-def chart_schemes(r: Result) -> Figure:
-    fig, ax = _figure(9, 3.6)
+def chart_schemes(r: Result, narrow: bool = False) -> Figure:
+    fig, ax = _figure(NARROW[0], 4.4) if narrow else _figure(9, 3.6)
     keys = list(r.schemes)
     totals = np.array([r.schemes[k].annual_yen for k in keys]) / 1e6
     colors = ["#9e9e9e", "#2e7d32", "#1565c0", "#6a1b9a"]
@@ -192,10 +224,16 @@ def chart_schemes(r: Result) -> Figure:
     for yi, v in zip(y, totals, strict=True):
         diff = f"  ({v - base:+,.1f})" if v != base else ""
         ax.text(v, yi, f" {v:,.1f}{diff}", va="center", fontsize=9)
-    ax.set_xlim(0, totals.max() * 1.25)
+    ax.set_xlim(0, totals.max() * (1.6 if narrow else 1.25))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.set_xlabel("年間正味費用 Annual net cost (百万円 million yen)")
-    ax.set_title("方式別の年間費用（括弧は現状比）Annual cost by scheme (vs status quo)")
+    if narrow:
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.set_xlabel(
+        "年間正味費用（百万円）\nAnnual net cost (million yen)"
+        if narrow
+        else "年間正味費用 Annual net cost (百万円 million yen)"
+    )
+    _title(ax, "方式別の年間費用（括弧は現状比）", "Annual cost by scheme (vs status quo)", narrow)
     ax.grid(axis="x", alpha=0.3)
     ax.grid(axis="y", visible=False)
     return fig
@@ -336,8 +374,8 @@ def render_document(r: Result, images: dict[str, str] | None = None) -> str:
     return _env().get_template("energy_document.html.j2").render(body=body, fy=r.inputs.fy)
 
 
-def write_report(r: Result, out_dir: Path, pdf: bool = True) -> list[Path]:
-    """report.html (self-contained), chart PNGs, and report.pdf (charts and tables)."""
+def write_report(r: Result, out_dir: Path, pdf: bool = True, svg: bool = False) -> list[Path]:
+    """report.html (self-contained), chart PNGs (and SVGs), report.pdf (charts and tables)."""
     written, images = [], {}
     figures = {name: make(r) for name, make in CHARTS.items()}
     for name, fig in figures.items():
@@ -346,6 +384,11 @@ def write_report(r: Result, out_dir: Path, pdf: bool = True) -> list[Path]:
         path.write_bytes(data)
         written.append(path)
         images[name] = "data:image/png;base64," + base64.b64encode(data).decode()
+        if svg:  # text as glyph outlines: Japanese shows without fonts on the viewer's side
+            for suffix, figure in (("", fig), ("_narrow", CHARTS[name](r, narrow=True))):
+                path = out_dir / f"chart_{name}{suffix}.svg"
+                figure.savefig(path, format="svg", metadata={"Date": None})
+                written.append(path)
     html = out_dir / "report.html"
     html.write_text(render_document(r, images), encoding="utf-8")
     written.append(html)

@@ -241,11 +241,11 @@ def report_fragment(result: Result) -> str:
     return render_fragment(result)
 
 
-def write_outputs(result: Result, out_dir: Path, pdf: bool = True) -> list[Path]:
-    """report.html, report.pdf, chart PNGs and Excel-ready CSVs into ``out_dir``."""
+def write_outputs(result: Result, out_dir: Path, pdf: bool = True, svg: bool = False) -> list[Path]:
+    """report.html, report.pdf, chart PNGs (and SVGs) and Excel-ready CSVs into ``out_dir``."""
     from kizuna.energy.exports import write_csvs
     from kizuna.energy.report import write_report
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return write_report(result, out_dir, pdf=pdf) + write_csvs(result, out_dir)
+    return write_report(result, out_dir, pdf=pdf, svg=svg) + write_csvs(result, out_dir)
