@@ -28,6 +28,7 @@ from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
 from kizuna.tenancy.routes import router as tenancy_router
 from kizuna.tenancy.service import TenantDirectory
+from kizuna.watch import pages as watch_pages
 from kizuna.watch.routes import router as watch_router
 from kizuna.watch.runtime import WatchRuntime
 from kizuna.watch.service import WatchService
@@ -165,7 +166,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(auth_router)
     app.include_router(tenancy_router)
     app.include_router(watch_router)
-    mount_web(app, page_modules=[energy_pages])
+    mount_web(app, page_modules=[energy_pages, watch_pages])
     app.add_middleware(
         BodySizeLimit,
         limit=settings.max_body_bytes,

@@ -227,6 +227,7 @@ def test_retention_deletes_old_detections_only(town):
         headers=town.as_device("rx-1"),
     ).json()
     assert old["errors"][0]["reason"] == "too_old"
+
     def left() -> int:
         with town.watch.engine.connect() as conn:
             return conn.execute(select(func.count()).where(detections.c.tag_id == tag)).scalar_one()

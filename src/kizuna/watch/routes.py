@@ -47,9 +47,7 @@ def list_devices(request: Request, scope: ReadScope) -> Any:
 
 
 @router.post("/detections", response_model=schemas.IngestResult)
-def upload_detections(
-    request: Request, body: Annotated[dict[str, Any] | list[Any], Body()]
-) -> Any:
+def upload_detections(request: Request, body: Annotated[dict[str, Any] | list[Any], Body()]) -> Any:
     """A phone's (or any device's) batch upload: ``{"detections": [...]}``.
 
     The answer holds counts only; nothing about whose tags were seen.
