@@ -32,15 +32,19 @@ class MapView:
     scale: dict[str, Any] = field(default_factory=dict)
 
 
-def _frame(points: list[tuple[float, float]], width: float) -> geo.Frame:
+def _frame(
+    points: list[tuple[float, float]], width: float, pad_m: float = 350, max_aspect: float = 1.0
+) -> geo.Frame:
+    """A frame around the points, at least MIN_SPAN_M wide, no taller than max_aspect × wide."""
     if not points:
         points = [REGION_CENTRE]
-    frame = geo.Frame.around(points, pad_m=350)
+    frame = geo.Frame.around(points, pad_m=pad_m)
     # Enforce a minimum span around the middle.
     mid_lon, mid_lat = (frame.west + frame.east) / 2, (frame.south + frame.north) / 2
     half_lat = max((frame.north - frame.south) / 2, MIN_SPAN_M / 2 / 111_320)
     kx = geo.Frame(0, mid_lat - 0.01, 1, mid_lat + 0.01)._kx
     half_lon = max((frame.east - frame.west) / 2, MIN_SPAN_M / 2 / (111_320 * kx))
+    half_lon = max(half_lon, half_lat / kx / max_aspect)
     return geo.Frame(
         mid_lon - half_lon, mid_lat - half_lat, mid_lon + half_lon, mid_lat + half_lat, width
     )
@@ -89,7 +93,7 @@ def _contains(ring: tuple[tuple[float, float], ...], point: tuple[float, float])
 def trail_map(trail: list[Any], places: list[Any], lang: str = "ja", width: float = 360) -> MapView:
     """Today's trail (points in time order), the guardian's places, the last position."""
     coords = [(p.lon, p.lat) for p in trail] + [(p.lon, p.lat) for p in places]
-    frame = _frame(coords, width)
+    frame = _frame(coords, width, max_aspect=1.1)
     view = base_map(frame, lang)
     for place in places:
         x, y = frame.xy(place.lon, place.lat)
@@ -121,7 +125,7 @@ def trail_map(trail: list[Any], places: list[Any], lang: str = "ja", width: floa
 def overview_map(items: list[dict[str, Any]], lang: str = "ja", width: float = 360) -> MapView:
     """Markers (gauges, flood spots) over the towns; each item has lat, lon, label, level."""
     coords = [(i["lon"], i["lat"]) for i in items] or [REGION_CENTRE]
-    frame = _frame(coords, width)
+    frame = _frame(coords, width, pad_m=900, max_aspect=0.8)
     view = base_map(frame, lang)
     for item in items:
         x, y = frame.xy(item["lon"], item["lat"])

@@ -625,15 +625,24 @@ class WatchService:
     # --- tags and guardians ------------------------------------------------------------
 
     def issue_tags(
-        self, principal: Principal, tenant: str, body: schemas.TagIssue
+        self,
+        principal: Principal,
+        tenant: str,
+        body: schemas.TagIssue,
+        ids: list[str] | None = None,
     ) -> list[schemas.IssuedTag]:
-        """Staff issue tags with one-time claim codes (printed on the tag's card)."""
+        """Staff issue tags with one-time claim codes (printed on the tag's card).
+
+        ``ids`` (the manufacturer's tag ids) are issued if new; existing ones are skipped.
+        """
         if principal is not SYSTEM:
             need_staff(principal, tenant)
         out = []
+        wanted = ids or [f"{body.prefix}-{secrets.token_hex(4)}" for _ in range(body.count)]
         with self._writer.begin() as conn:
-            for _ in range(body.count):
-                tag_id = f"{body.prefix}-{secrets.token_hex(4)}"
+            for tag_id in wanted:
+                if self._exists(conn, tenant, tag_id):
+                    continue
                 code = f"{secrets.randbelow(10**8):08d}"
                 conn.execute(
                     insert(tags).values(tenant_id=tenant, id=tag_id, claim_sha256=_sha256(code))
