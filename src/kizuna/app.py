@@ -23,6 +23,9 @@ from kizuna.broker.context import ContextStore
 from kizuna.broker.routes import router as broker_router
 from kizuna.broker.service import Broker
 from kizuna.energy import pages as energy_pages
+from kizuna.ledger.jobs import LedgerJobs
+from kizuna.ledger.routes import router as ledger_router
+from kizuna.ledger.service import Ledger
 from kizuna.problems import Problem
 from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
@@ -46,6 +49,7 @@ class Services:
     authenticator: Authenticator
     tenants: TenantDirectory
     broker: Broker
+    ledger: Ledger
     watch: WatchService
 
 
@@ -62,6 +66,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         authenticator=Authenticator(engine, settings),
         tenants=tenants,
         broker=broker,
+        ledger=Ledger(engine, settings.data_dir),
         watch=WatchService(engine, settings, broker, tenants),
     )
 
@@ -115,9 +120,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     services = build_services(settings, engine)
     if settings.open_access:
         log.warning("KIZUNA_OPEN_ACCESS is on: anonymous callers act as platform admin")
+    jobs = LedgerJobs(
+        services.ledger, settings.ledger_checkpoint_seconds, settings.ledger_jobs_seconds
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        jobs.start()
         # Devices' MQTT consumer and the watch jobs; with several workers, run them once
         # with `kizuna watch ingest` instead (one MQTT session, one scheduler).
         runtime = WatchRuntime(services.watch)
@@ -130,6 +139,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             yield
         finally:
             runtime.stop()
+            jobs.stop()
 
     app = FastAPI(
         title="Kizuna city OS",
@@ -165,6 +175,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(broker_router)
     app.include_router(auth_router)
     app.include_router(tenancy_router)
+    app.include_router(ledger_router)
     app.include_router(watch_router)
     mount_web(app, page_modules=[energy_pages, watch_pages])
     app.add_middleware(

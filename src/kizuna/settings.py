@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     watch_volunteer_daily_point_cap: int = 10
     watch_volunteer_monthly_point_cap: int = 100
 
+    # Ledger jobs in every server process (0 turns one off): sign a checkpoint of each
+    # tenant's log when it grew; void timed-out pending transfers and sweep expired lots.
+    ledger_checkpoint_seconds: float = 60
+    ledger_jobs_seconds: float = 300
+
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -1,0 +1,916 @@
+"""Apply one batch of transfers in one transaction (TigerBeetle's model, on SQL).
+
+Order of work, the same in every process, so batches never deadlock:
+
+1. lock the tenant's log head (``ledger_logs``; on SQLite the whole database is already
+   locked by ``BEGIN IMMEDIATE``) — batches of one tenant are serialised here;
+2. read the transfers whose ids the batch uses (idempotency) or resolves (two-phase);
+3. lock every touched account, in ascending id order (``SELECT ... FOR UPDATE``);
+4. read the lots of the resident wallets the batch debits;
+5. compute everything in Python: each transfer checks the balance rules against the
+   state left by the ones before it; a failed transfer (or linked chain) is undone from
+   an undo log and reported, and the others carry on;
+6. write: the new transfer rows with their Merkle leaf hashes, each touched account once,
+   the lots and lot spends, and the new log head — then the caller commits once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
+
+from kizuna.ledger import merkle
+from kizuna.ledger.errors import PREFIX, ledger_problem
+from kizuna.ledger.models import accounts, currencies, logs, lot_spends, lots, transfers
+from kizuna.ledger.schemas import TransferCreate, TransferError, TransferPublic, TransferResult
+from kizuna.problems import Problem
+from kizuna.storage import is_postgres
+
+JST = timezone(timedelta(hours=9))
+MAX_AMOUNT = (1 << 63) - 1
+_CHUNK = 500
+
+
+def now_us() -> int:
+    return int(datetime.now(UTC).timestamp() * 1_000_000)
+
+
+def to_us(value: datetime) -> int:
+    if value.tzinfo is None:  # a naive time is a Japanese wall-clock time
+        value = value.replace(tzinfo=JST)
+    return int(value.timestamp() * 1_000_000)
+
+
+def from_us(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1_000_000, UTC)
+
+
+def jst_day(ts: int) -> int:
+    d = datetime.fromtimestamp(ts / 1_000_000, JST)
+    return d.year * 10000 + d.month * 100 + d.day
+
+
+def body_hash(item: TransferCreate) -> str:
+    body = item.model_dump(mode="json", exclude={"id"}, exclude_defaults=True)
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def leaf_bytes(tenant: str, row: dict[str, Any], debit_code: str, credit_code: str) -> bytes:
+    """The exact bytes a transfer's Merkle leaf hashes (canonical JSON, keys sorted)."""
+    return orjson.dumps(
+        {
+            "tenant": tenant,
+            "seq": row["seq"],
+            "id": row["id"],
+            "kind": row["kind"],
+            "currency": row["currency"],
+            "debit": debit_code,
+            "credit": credit_code,
+            "amount": row["amount"],
+            "pending_id": row["pending_id"],
+            "timeout_s": row["timeout_s"],
+            "linked": row["linked"],
+            "code": row["code"],
+            "ref": row["ref"],
+            "memo": row["memo"],
+            "expires_us": row["expires_us"],
+            "ts_us": row["ts_us"],
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+class _Account:
+    __slots__ = (
+        "id",
+        "code",
+        "currency",
+        "kind",
+        "allow_negative",
+        "max_credits",
+        "max_debits",
+        "daily_send_limit",
+        "day_key",
+        "day_sent",
+        "dp",
+        "cp",
+        "dpend",
+        "cpend",
+        "closed",
+        "lots",
+        "dirty",
+    )
+
+    def __init__(self, row: Any) -> None:
+        self.id = row.id
+        self.code = row.code
+        self.currency = row.currency
+        self.kind = row.kind
+        self.allow_negative = row.allow_negative
+        self.max_credits = row.max_credits
+        self.max_debits = row.max_debits
+        self.daily_send_limit = row.daily_send_limit
+        self.day_key = row.day_key
+        self.day_sent = row.day_sent
+        self.dp = row.debits_posted
+        self.cp = row.credits_posted
+        self.dpend = row.debits_pending
+        self.cpend = row.credits_pending
+        self.closed = row.closed
+        self.lots: list[_Lot] | None = None  # resident wallets: sorted spend order
+        self.dirty = False
+
+
+class _Lot:
+    __slots__ = ("id", "account_id", "source_seq", "expires", "amount", "remaining", "new", "dirty")
+
+    def __init__(
+        self,
+        id: int,
+        account_id: int,
+        source_seq: int,
+        expires: int | None,
+        amount: int,
+        remaining: int,
+    ) -> None:
+        self.id = id
+        self.account_id = account_id
+        self.source_seq = source_seq
+        self.expires = expires
+        self.amount = amount
+        self.remaining = remaining
+        self.new = False
+        self.dirty = False
+
+    def order(self) -> tuple[bool, int, int]:
+        return (self.expires is None, self.expires or 0, self.id)
+
+
+@dataclass
+class Item:
+    """A transfer to apply; ``sweep`` ones (expiry job) may draw only on expired lots."""
+
+    req: TransferCreate | None
+    sweep: bool = False
+    hash: str = ""
+    # Input that failed validation: it fails (and fails its linked chain) when applied.
+    invalid: tuple[str | None, str, bool] | None = None  # (raw id, detail, linked)
+
+    @property
+    def linked(self) -> bool:
+        return self.invalid[2] if self.invalid else bool(self.req and self.req.linked)
+
+    @property
+    def id(self) -> str | None:
+        return self.invalid[0] if self.invalid else self.req.id  # type: ignore[union-attr]
+
+
+@dataclass
+class _Pending:
+    seq: int
+    id: str
+    debit_id: int
+    credit_id: int
+    amount: int
+    currency: str
+    kind: str
+    timeout_s: int | None
+    ts_us: int
+    spends: list[tuple[int, int]] = field(default_factory=list)  # (lot id, amount)
+
+
+class _Fail(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _error(code: str, detail: str | None) -> TransferError:
+    problem = ledger_problem(code, detail)
+    return TransferError(
+        type=problem.type, title=problem.title, detail=detail, status=problem.status
+    )
+
+
+def lock_head(conn: Connection, tenant: str) -> merkle.Frontier:
+    """Lock (creating if needed) the tenant's log head; every write batch starts here."""
+    query = select(logs.c.size, logs.c.frontier).where(logs.c.tenant_id == tenant)
+    if is_postgres(conn):
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        if is_postgres(conn):
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        conn.execute(
+            dialect_insert(logs)
+            .values(tenant_id=tenant, size=0, frontier=b"", root=merkle.EMPTY_ROOT)
+            .on_conflict_do_nothing()
+        )
+        row = conn.execute(query).first()
+    return merkle.Frontier.from_bytes(row.size, row.frontier)
+
+
+def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
+    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
+
+
+def transfer_public(row: Any, debit_code: str, credit_code: str) -> TransferPublic:
+    return TransferPublic.model_construct(
+        id=row["id"],
+        seq=row["seq"],
+        kind=row["kind"],
+        debit_account=debit_code,
+        credit_account=credit_code,
+        amount=row["amount"],
+        currency=row["currency"],
+        code=row["code"],
+        pending_id=row["pending_id"],
+        timeout_seconds=row["timeout_s"],
+        linked=row["linked"],
+        ref=row["ref"],
+        memo=row["memo"],
+        expires_at=None if row["expires_us"] is None else from_us(row["expires_us"]),
+        timestamp=from_us(row["ts_us"]),
+    )
+
+
+class Batch:
+    """One batch of one tenant, applied inside the caller's write transaction."""
+
+    def __init__(self, conn: Connection, tenant: str, items: list[Item], ts: int) -> None:
+        self.conn = conn
+        self.tenant = tenant
+        self.items = items
+        self.ts = ts
+        self.pg = is_postgres(conn)
+        self.by_code: dict[str, _Account] = {}
+        self.by_id: dict[int, _Account] = {}
+        self.currencies: dict[str, Any] = {}
+        self.existing: dict[str, Any] = {}  # id -> stored row mapping (+ codes)
+        self.pendings: dict[str, _Pending] = {}
+        self.resolved: set[str] = set()
+        self.rows: list[dict[str, Any]] = []
+        self.spends: list[tuple[int, _Lot, int]] = []  # (seq, lot, amount)
+        self.new_lots: list[_Lot] = []
+        self.created: dict[str, tuple[str, TransferPublic]] = {}
+        self.undo: list[tuple[Any, str, Any]] = []
+        self.next_temp_lot = -1
+
+    @staticmethod
+    def fail_all(items: list[Item]) -> list[TransferResult]:
+        """Results for a batch in which nothing passed validation (no transaction needed)."""
+        batch = Batch.__new__(Batch)
+        return [batch._failed(i, "invalid-transfer", i.invalid[1]) for i in items]  # type: ignore[index]
+
+    # --- reading and locking ------------------------------------------------------------
+
+    def load(self, frontier: merkle.Frontier) -> None:
+        self.frontier = frontier
+        self.next_seq = frontier.size
+        conn, tenant = self.conn, self.tenant
+        ids: set[str] = set()
+        codes: set[str] = set()
+        for item in self.items:
+            r = item.req
+            if r is None:
+                continue
+            ids.add(r.id)
+            for pid in (r.post_pending_id, r.void_pending_id):
+                if pid:
+                    ids.add(pid)
+            if r.debit_account:
+                codes.add(r.debit_account)
+            if r.credit_account:
+                codes.add(r.credit_account)
+        d = accounts.alias("d")
+        c = accounts.alias("c")
+        account_ids: set[int] = set()
+        id_list = sorted(ids)
+        for chunk in _chunks(id_list):
+            found = conn.execute(
+                select(transfers, d.c.code.label("debit_code"), c.c.code.label("credit_code"))
+                .join(d, d.c.id == transfers.c.debit_id)
+                .join(c, c.c.id == transfers.c.credit_id)
+                .where(transfers.c.tenant_id == tenant, transfers.c.id.in_(chunk))
+            ).all()
+            for row in found:
+                m = row._mapping
+                self.existing[m["id"]] = m
+                if m["kind"] == "pending":
+                    self.pendings[m["id"]] = _Pending(
+                        m["seq"],
+                        m["id"],
+                        m["debit_id"],
+                        m["credit_id"],
+                        m["amount"],
+                        m["currency"],
+                        "pending",
+                        m["timeout_s"],
+                        m["ts_us"],
+                    )
+                    account_ids.update((m["debit_id"], m["credit_id"]))
+        if self.pendings:
+            pids = sorted(self.pendings)
+            for chunk in _chunks(pids):
+                self.resolved.update(
+                    conn.execute(
+                        select(transfers.c.pending_id).where(
+                            transfers.c.tenant_id == tenant, transfers.c.pending_id.in_(chunk)
+                        )
+                    ).scalars()
+                )
+            by_seq = {p.seq: p for p in self.pendings.values() if p.id not in self.resolved}
+            for chunk in _chunks(sorted(by_seq)):
+                for seq, lot_id, amount in conn.execute(
+                    select(lot_spends.c.seq, lot_spends.c.lot_id, lot_spends.c.amount).where(
+                        lot_spends.c.tenant_id == tenant, lot_spends.c.seq.in_(chunk)
+                    )
+                ):
+                    by_seq[seq].spends.append((lot_id, amount))
+        # Lock the accounts in id order: one statement, sorted, so no two batches deadlock.
+        conditions = []
+        code_list = sorted(codes)
+        for chunk in _chunks(code_list):
+            conditions.append(accounts.c.code.in_(chunk))
+        for chunk in _chunks(sorted(account_ids)):
+            conditions.append(accounts.c.id.in_(chunk))
+        if conditions:
+            query = (
+                select(accounts)
+                .where(accounts.c.tenant_id == tenant, or_(*conditions))
+                .order_by(accounts.c.id)
+            )
+            if self.pg:
+                query = query.with_for_update()
+            for row in conn.execute(query):
+                account = _Account(row)
+                self.by_code[account.code] = account
+                self.by_id[account.id] = account
+        self.currencies = {
+            row.code: row
+            for row in conn.execute(select(currencies).where(currencies.c.tenant_id == tenant))
+        }
+        # Lots of every resident wallet the batch may draw on or give back to.
+        wallets = sorted(a.id for a in self.by_id.values() if a.kind == "resident")
+        for a in self.by_id.values():
+            if a.kind == "resident":
+                a.lots = []
+        restore = {lot_id for p in self.pendings.values() for lot_id, _ in p.spends}
+        found_rows = []
+        for chunk in _chunks(wallets):
+            found_rows += conn.execute(
+                select(lots).where(lots.c.account_id.in_(chunk), lots.c.remaining > 0)
+            ).all()
+        restore -= {row.id for row in found_rows}
+        for chunk in _chunks(sorted(restore)):
+            found_rows += conn.execute(select(lots).where(lots.c.id.in_(chunk))).all()
+        for row in found_rows:
+            lot = _Lot(
+                row.id, row.account_id, row.source_seq, row.expires_us, row.amount, row.remaining
+            )
+            self.by_id[row.account_id].lots.append(lot)  # type: ignore[union-attr]
+        self.lot_by_id: dict[int, _Lot] = {}
+        for a in self.by_id.values():
+            if a.lots is not None:
+                a.lots.sort(key=_Lot.order)
+                for lot in a.lots:
+                    self.lot_by_id[lot.id] = lot
+
+    # --- undo log -------------------------------------------------------------------------
+
+    def _set(self, obj: Any, attr: str, value: Any) -> None:
+        self.undo.append((obj, attr, getattr(obj, attr)))
+        setattr(obj, attr, value)
+
+    def _mark(self) -> tuple[int, int, int, int, int, int, frozenset[str]]:
+        return (
+            len(self.undo),
+            len(self.rows),
+            len(self.spends),
+            len(self.new_lots),
+            self.next_seq,
+            self.next_temp_lot,
+            frozenset(self.resolved),
+        )
+
+    def _rollback(self, mark: tuple[int, int, int, int, int, int, frozenset[str]]) -> None:
+        n_undo, n_rows, n_spends, n_lots, seq, temp, resolved = mark
+        while len(self.undo) > n_undo:
+            obj, attr, old = self.undo.pop()
+            if attr == "@remove":
+                obj.remove(old)
+            else:
+                setattr(obj, attr, old)
+        for row in self.rows[n_rows:]:
+            self.created.pop(row["id"], None)
+            self.pendings.pop(row["id"], None)
+        del self.rows[n_rows:]
+        del self.spends[n_spends:]
+        for lot in self.new_lots[n_lots:]:
+            self.lot_by_id.pop(lot.id, None)
+        del self.new_lots[n_lots:]
+        self.next_seq = seq
+        self.next_temp_lot = temp
+        self.resolved = set(resolved)
+
+    # --- computing ------------------------------------------------------------------------
+
+    def run(self) -> list[TransferResult]:
+        items = self.items
+        results: list[TransferResult | None] = [None] * len(items)
+        for item in items:
+            if item.req is not None:
+                item.hash = body_hash(item.req)
+        i = 0
+        while i < len(items):
+            j = i
+            while items[j].linked and j + 1 < len(items):
+                j += 1
+            chain = range(i, j + 1)
+            if items[j].linked:  # the batch ends inside a chain
+                for k in chain:
+                    results[k] = self._failed(
+                        items[k],
+                        "linked-chain-open",
+                        "close the chain with a transfer that is not linked",
+                    )
+                break
+            mark = self._mark()
+            for k in chain:
+                try:
+                    results[k] = self._one(items[k])
+                except _Fail as fail:
+                    self._rollback(mark)
+                    for other in chain:
+                        if other != k:
+                            results[other] = self._failed(
+                                items[other],
+                                "linked-event-failed",
+                                f"transfer {items[k].id} of the chain failed: {fail.code}",
+                            )
+                    results[k] = self._failed(items[k], fail.code, fail.detail)
+                    break
+            i = j + 1
+        return results  # type: ignore[return-value]
+
+    def _failed(self, item: Item, code: str, detail: str) -> TransferResult:
+        return TransferResult.model_construct(
+            id=item.id, status="failed", transfer=None, error=_error(code, detail)
+        )
+
+    def _one(self, item: Item) -> TransferResult:
+        if item.invalid is not None:
+            raise _Fail("invalid-transfer", item.invalid[1])
+        r = item.req
+        assert r is not None
+        done = self.created.get(r.id)
+        if done is not None:
+            if done[0] != item.hash:
+                raise _Fail("id-conflict", f"transfer {r.id} was sent before with a different body")
+            return TransferResult.model_construct(
+                id=r.id, status="exists", transfer=done[1], error=None
+            )
+        old = self.existing.get(r.id)
+        if old is not None:
+            if old["body_hash"] != item.hash:
+                raise _Fail("id-conflict", f"transfer {r.id} was sent before with a different body")
+            public = transfer_public(old, old["debit_code"], old["credit_code"])
+            return TransferResult.model_construct(
+                id=r.id, status="exists", transfer=public, error=None
+            )
+        if r.post_pending_id or r.void_pending_id:
+            return self._resolve(item)
+        return self._plain(item)
+
+    def _account(self, code: str | None, role: str) -> _Account:
+        if not code:
+            raise _Fail("invalid-transfer", f"{role}_account is required")
+        account = self.by_code.get(code)
+        if account is None:
+            raise _Fail("account-not-found", f"no account {code!r}")
+        return account
+
+    def _plain(self, item: Item) -> TransferResult:
+        r = item.req
+        if r.amount is None or r.amount <= 0 or r.amount > MAX_AMOUNT:
+            raise _Fail("invalid-transfer", "amount must be a positive integer")
+        if r.timeout_seconds is not None and not r.pending:
+            raise _Fail("invalid-transfer", "timeout_seconds applies to pending transfers only")
+        if not r.currency:
+            raise _Fail("invalid-transfer", "currency is required")
+        debit = self._account(r.debit_account, "debit")
+        credit = self._account(r.credit_account, "credit")
+        if debit is credit:
+            raise _Fail("invalid-transfer", "debit and credit accounts must differ")
+        currency = self.currencies.get(r.currency)
+        if currency is None:
+            raise _Fail("currency-not-found", f"no currency {r.currency!r}")
+        if debit.currency != r.currency or credit.currency != r.currency:
+            raise _Fail(
+                "currency-mismatch",
+                f"{debit.code} holds {debit.currency}, {credit.code} holds {credit.currency}, "
+                f"the transfer is in {r.currency}",
+            )
+        for account in (debit, credit):
+            if account.closed:
+                raise _Fail("account-closed", f"account {account.code!r} is closed")
+        amount = r.amount
+        ts = self.ts
+        if not debit.allow_negative and debit.dp + debit.dpend + amount > debit.cp:
+            raise _Fail(
+                "insufficient-funds",
+                f"{debit.code} has {debit.cp - debit.dp - debit.dpend} available, {amount} asked",
+            )
+        if debit.max_debits is not None and debit.dp + debit.dpend + amount > debit.max_debits:
+            raise _Fail(
+                "debit-cap-exceeded", f"{debit.code} may send at most {debit.max_debits} in all"
+            )
+        if (
+            credit.max_credits is not None
+            and credit.cp + credit.cpend + amount > credit.max_credits
+        ):
+            raise _Fail(
+                "credit-cap-exceeded",
+                f"{credit.code} may receive at most {credit.max_credits} in all",
+            )
+        thanks = debit.kind == "resident" and credit.kind == "resident"
+        day = 0
+        if thanks and debit.daily_send_limit is not None:
+            day = jst_day(ts)
+            sent = debit.day_sent if debit.day_key == day else 0
+            if sent + amount > debit.daily_send_limit:
+                raise _Fail(
+                    "daily-limit-exceeded",
+                    f"{debit.code} may send {debit.daily_send_limit} a day; {sent} sent today",
+                )
+        taken: list[tuple[_Lot, int]] = []
+        if debit.lots is not None:
+            taken = self._take_lots(debit, amount, item.sweep)
+        seq = self.next_seq
+        self.next_seq += 1
+        for lot, n in taken:
+            self.spends.append((seq, lot, n))
+        if r.pending:
+            self._set(debit, "dpend", debit.dpend + amount)
+            self._set(credit, "cpend", credit.cpend + amount)
+        else:
+            self._set(debit, "dp", debit.dp + amount)
+            self._set(credit, "cp", credit.cp + amount)
+            if credit.lots is not None:
+                self._give_lots(credit, seq, taken, amount, r, currency)
+        debit.dirty = credit.dirty = True
+        if day:
+            self._set(debit, "day_sent", (debit.day_sent if debit.day_key == day else 0) + amount)
+            self._set(debit, "day_key", day)
+        row = self._row(
+            seq, r, debit, credit, amount, "pending" if r.pending else "posted", item.hash
+        )
+        if r.pending:
+            self.pendings[r.id] = _Pending(
+                seq,
+                r.id,
+                debit.id,
+                credit.id,
+                amount,
+                r.currency,
+                "pending",
+                r.timeout_seconds,
+                ts,
+                [(lot.id, n) for lot, n in taken],
+            )
+        return self._created(row, debit, credit, item.hash)
+
+    def _resolve(self, item: Item) -> TransferResult:
+        r = item.req
+        if r.post_pending_id and r.void_pending_id:
+            raise _Fail("invalid-transfer", "give post_pending_id or void_pending_id, not both")
+        if r.pending:
+            raise _Fail("invalid-transfer", "a post or void is not itself pending")
+        posting = r.post_pending_id is not None
+        pid = r.post_pending_id or r.void_pending_id
+        pending = self.pendings.get(pid)  # type: ignore[arg-type]
+        if pending is None:
+            raise _Fail("pending-not-found", f"no pending transfer {pid}")
+        if pid in self.resolved:
+            raise _Fail("pending-already-resolved", f"transfer {pid} was already posted or voided")
+        debit, credit = self.by_id[pending.debit_id], self.by_id[pending.credit_id]
+        if (
+            (r.debit_account and r.debit_account != debit.code)
+            or (r.credit_account and r.credit_account != credit.code)
+            or (r.currency and r.currency != pending.currency)
+        ):
+            raise _Fail("invalid-transfer", "accounts and currency must match the pending transfer")
+        ts = self.ts
+        if posting:
+            if pending.timeout_s and pending.ts_us + pending.timeout_s * 1_000_000 <= ts:
+                raise _Fail("pending-expired", f"pending transfer {pid} timed out")
+            amount = pending.amount if r.amount is None else r.amount
+            if amount <= 0:
+                raise _Fail("invalid-transfer", "amount must be a positive integer")
+            if amount > pending.amount:
+                raise _Fail("amount-exceeds-pending", f"at most {pending.amount} can be posted")
+            for account in (debit, credit):
+                if account.closed:
+                    raise _Fail("account-closed", f"account {account.code!r} is closed")
+        else:
+            if r.amount is not None and r.amount != pending.amount:
+                raise _Fail("invalid-transfer", "a void releases the whole pending amount")
+            amount = pending.amount
+        seq = self.next_seq
+        self.next_seq += 1
+        self._set(debit, "dpend", debit.dpend - pending.amount)
+        self._set(credit, "cpend", credit.cpend - pending.amount)
+        kept: list[tuple[_Lot, int]] = []
+        give_back = pending.amount - amount if posting else pending.amount
+        if pending.spends:
+            # Give back from the latest-expiring lots drawn; keep the earliest.
+            drawn = sorted(
+                ((self.lot_by_id[lot_id], n) for lot_id, n in pending.spends if n > 0),
+                key=lambda x: x[0].order(),
+                reverse=True,
+            )
+            for lot, n in drawn:
+                back = min(n, give_back)
+                if back:
+                    self._set(lot, "remaining", lot.remaining + back)
+                    lot.dirty = True
+                    self.spends.append((seq, lot, -back))
+                    give_back -= back
+                if n - back:
+                    kept.append((lot, n - back))
+            kept.reverse()
+        if posting:
+            self._set(debit, "dp", debit.dp + amount)
+            self._set(credit, "cp", credit.cp + amount)
+            if credit.lots is not None:
+                self._give_lots(credit, seq, kept, amount, r, self.currencies[pending.currency])
+        debit.dirty = credit.dirty = True
+        self.resolved.add(pid)  # type: ignore[arg-type]
+        row = {
+            "tenant_id": self.tenant,
+            "seq": seq,
+            "id": r.id,
+            "currency": pending.currency,
+            "debit_id": debit.id,
+            "credit_id": credit.id,
+            "amount": amount,
+            "kind": "post" if posting else "void",
+            "pending_id": pid,
+            "timeout_s": None,
+            "linked": r.linked,
+            "code": r.code,
+            "ref": r.ref,
+            "memo": r.memo,
+            "expires_us": None if r.expires_at is None else to_us(r.expires_at),
+            "ts_us": ts,
+            "body_hash": item.hash,
+        }
+        return self._created(row, debit, credit, item.hash)
+
+    def _row(
+        self,
+        seq: int,
+        r: TransferCreate,
+        debit: _Account,
+        credit: _Account,
+        amount: int,
+        kind: str,
+        h: str,
+    ) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant,
+            "seq": seq,
+            "id": r.id,
+            "currency": r.currency,
+            "debit_id": debit.id,
+            "credit_id": credit.id,
+            "amount": amount,
+            "kind": kind,
+            "pending_id": None,
+            "timeout_s": r.timeout_seconds,
+            "linked": r.linked,
+            "code": r.code,
+            "ref": r.ref,
+            "memo": r.memo,
+            "expires_us": None if r.expires_at is None else to_us(r.expires_at),
+            "ts_us": self.ts,
+            "body_hash": h,
+        }
+
+    def _created(
+        self, row: dict[str, Any], debit: _Account, credit: _Account, h: str
+    ) -> TransferResult:
+        self.rows.append(row)
+        public = transfer_public(row, debit.code, credit.code)
+        self.created[row["id"]] = (h, public)
+        return TransferResult.model_construct(
+            id=row["id"], status="created", transfer=public, error=None
+        )
+
+    def _take_lots(self, account: _Account, amount: int, sweep: bool) -> list[tuple[_Lot, int]]:
+        ts = self.ts
+        usable = [
+            lot
+            for lot in account.lots or ()
+            if lot.remaining > 0
+            and (
+                (lot.expires is not None and lot.expires <= ts)
+                if sweep
+                else (lot.expires is None or lot.expires > ts)
+            )
+        ]
+        if sum(lot.remaining for lot in usable) < amount:
+            have = sum(lot.remaining for lot in usable)
+            raise _Fail(
+                "insufficient-funds",
+                f"{account.code} has {have} unexpired points available, {amount} asked",
+            )
+        taken = []
+        left = amount
+        for lot in usable:
+            n = min(lot.remaining, left)
+            self._set(lot, "remaining", lot.remaining - n)
+            lot.dirty = True
+            taken.append((lot, n))
+            left -= n
+            if not left:
+                break
+        return taken
+
+    def _give_lots(
+        self,
+        account: _Account,
+        seq: int,
+        taken: list[tuple[_Lot, int]],
+        amount: int,
+        r: TransferCreate,
+        currency: Any,
+    ) -> None:
+        """Credit a wallet: new lots keep the expiry of the points they came from."""
+        if taken:
+            by_expiry: dict[int | None, int] = defaultdict(int)
+            for lot, n in taken:
+                by_expiry[lot.expires] += n
+            parts = list(by_expiry.items())
+        else:
+            if r.expires_at is not None:
+                expires = to_us(r.expires_at)
+            elif currency.expiry_days:
+                expires = _end_of_jst_day(self.ts, currency.expiry_days)
+            else:
+                expires = None
+            parts = [(expires, amount)]
+        for expires, n in parts:
+            lot = _Lot(self.next_temp_lot, account.id, seq, expires, n, n)
+            self.next_temp_lot -= 1
+            lot.new = True
+            self.new_lots.append(lot)
+            self.lot_by_id[lot.id] = lot
+            lots_list = account.lots
+            assert lots_list is not None
+            lots_list.append(lot)
+            self.undo.append((lots_list, "@remove", lot))
+            lots_list.sort(key=_Lot.order)
+
+    # --- writing --------------------------------------------------------------------------
+
+    def write(self) -> None:
+        conn, tenant = self.conn, self.tenant
+        if not self.rows:
+            return
+        codes = {a.id: a.code for a in self.by_id.values()}
+        frontier = self.frontier
+        for row in self.rows:
+            leaf = merkle.leaf_hash(
+                leaf_bytes(tenant, row, codes[row["debit_id"]], codes[row["credit_id"]])
+            )
+            row["leaf_hash"] = leaf
+            frontier.append(leaf)
+        insert_rows(conn, transfers, self.rows)
+        dirty = [a for a in self.by_id.values() if a.dirty]
+        if dirty:
+            conn.execute(
+                update(accounts)
+                .where(accounts.c.id == bindparam("_id"))
+                .values(
+                    debits_posted=bindparam("_dp"),
+                    credits_posted=bindparam("_cp"),
+                    debits_pending=bindparam("_dpend"),
+                    credits_pending=bindparam("_cpend"),
+                    day_key=bindparam("_day"),
+                    day_sent=bindparam("_sent"),
+                ),
+                [
+                    {
+                        "_id": a.id,
+                        "_dp": a.dp,
+                        "_cp": a.cp,
+                        "_dpend": a.dpend,
+                        "_cpend": a.cpend,
+                        "_day": a.day_key,
+                        "_sent": a.day_sent,
+                    }
+                    for a in sorted(dirty, key=lambda a: a.id)
+                ],
+            )
+        if self.new_lots:
+            ids = (
+                conn.execute(
+                    insert(lots).returning(lots.c.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "tenant_id": tenant,
+                            "account_id": lot.account_id,
+                            "source_seq": lot.source_seq,
+                            "expires_us": lot.expires,
+                            "amount": lot.amount,
+                            "remaining": lot.remaining,
+                        }
+                        for lot in self.new_lots
+                    ],
+                )
+                .scalars()
+                .all()
+            )
+            for lot, real in zip(self.new_lots, ids, strict=True):
+                lot.id = real
+        changed = [lot for lot in self.lot_by_id.values() if lot.dirty and not lot.new]
+        if changed:
+            conn.execute(
+                update(lots)
+                .where(lots.c.id == bindparam("_id"))
+                .values(remaining=bindparam("_rem")),
+                [
+                    {"_id": lot.id, "_rem": lot.remaining}
+                    for lot in sorted(changed, key=lambda x: x.id)
+                ],
+            )
+        if self.spends:
+            merged: dict[tuple[int, int], int] = defaultdict(int)
+            for seq, lot, n in self.spends:
+                merged[(seq, lot.id)] += n
+            insert_rows(
+                conn,
+                lot_spends,
+                [
+                    {"tenant_id": tenant, "seq": seq, "lot_id": lot_id, "amount": n}
+                    for (seq, lot_id), n in merged.items()
+                ],
+            )
+        conn.execute(
+            update(logs)
+            .where(logs.c.tenant_id == tenant)
+            .values(size=frontier.size, frontier=frontier.to_bytes(), root=frontier.root())
+        )
+
+
+def _end_of_jst_day(ts: int, days: int) -> int:
+    """Points credited now expire at the end (24:00 JST) of the day ``days`` days later."""
+    d = datetime.fromtimestamp(ts / 1_000_000, JST).date() + timedelta(days=days + 1)
+    return to_us(datetime(d.year, d.month, d.day, tzinfo=JST))
+
+
+def insert_rows(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows: COPY on PostgreSQL, executemany on SQLite."""
+    if not rows:
+        return
+    if is_postgres(conn):
+        columns = list(rows[0])
+        raw = conn.connection.driver_connection
+        with (
+            raw.cursor() as cur,
+            cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+        return
+    conn.execute(insert(table), rows)
+
+
+def apply_batch(
+    conn: Connection, tenant: str, items: list[Item], ts: int | None = None
+) -> list[TransferResult]:
+    """Apply ``items`` in order inside ``conn``'s transaction; the caller commits."""
+    batch = Batch(conn, tenant, items, ts if ts is not None else now_us())
+    batch.load(lock_head(conn, tenant))
+    results = batch.run()
+    batch.write()
+    return results
+
+
+def result_problem(result: TransferResult) -> Problem:
+    """The Problem of a failed result (for callers that raise on a single transfer)."""
+    error = result.error
+    assert error is not None
+    code = error.type.removeprefix(PREFIX)
+    return ledger_problem(code, error.detail)

@@ -1,0 +1,660 @@
+"""The ledger's front door: the functions other modules (points, watch, ...) may call.
+
+Everything takes the tenant explicitly; routes pass ``scope.tenant`` from a checked
+:class:`~kizuna.tenancy.service.TenantScope`. Amounts are integer points.
+
+Writes::
+
+    ledger = Ledger(engine, data_dir)
+    ledger.create_currency("takasago", CurrencyCreate(code="gyosei", ...))
+    ledger.open_account("takasago", AccountCreate(code="resident:42", currency="gyosei", kind="resident"))
+    results = ledger.post_transfers("takasago", [TransferCreate(...), ...])   # one transaction
+    result = ledger.post_transfer("takasago", TransferCreate(...))            # group-committed
+
+``post_transfers`` never raises for a bad transfer: each result says ``created``, ``exists``
+(the same id and body were accepted before: the first result is returned) or ``failed``
+with a ``urn:kizuna:errors:ledger:*`` error. ``post_transfer`` raises that error as a
+:class:`~kizuna.problems.Problem` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import Future
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Engine, func, insert, select, update
+
+from kizuna.ledger import audit, merkle, settlement
+from kizuna.ledger.apply import (
+    Batch,
+    Item,
+    apply_batch,
+    from_us,
+    lock_head,
+    now_us,
+    result_problem,
+    to_us,
+    transfer_public,
+)
+from kizuna.ledger.errors import ledger_problem
+from kizuna.ledger.keys import KeyStore, public_bytes
+from kizuna.ledger.models import accounts, checkpoints, currencies, lots, transfers
+from kizuna.ledger.schemas import (
+    AccountCreate,
+    AccountKind,
+    AccountPublic,
+    CheckpointPublic,
+    ConsistencyProof,
+    CurrencyCreate,
+    CurrencyPublic,
+    ExpiryPublic,
+    LotPublic,
+    MerchantTerms,
+    Receipt,
+    SettlementPublic,
+    TransferCreate,
+    TransferPublic,
+    TransferResult,
+    VerifyReport,
+)
+from kizuna.ledger.zengin import Originator
+from kizuna.storage import writer
+
+log = logging.getLogger("kizuna.ledger")
+# Namespace of ids the ledger derives itself (expiry sweeps, timeout voids, settlements).
+LEDGER_NS = uuid.UUID("6b697a75-6e61-4c65-8467-657200000001")
+MAX_BATCH = 8190  # TigerBeetle's batch size; larger requests are refused, not split
+_GROUP_MAX = 512
+
+
+def derived_id(*parts: object) -> str:
+    return str(uuid.uuid5(LEDGER_NS, "/".join(str(p) for p in parts)))
+
+
+def system_accounts(currency: str) -> dict[str, str]:
+    """Codes of the accounts every currency gets: issuance, expiry sink, settlement."""
+    return {
+        "issuance": f"issuance:{currency}",
+        "expiry": f"expiry:{currency}",
+        "settlement": f"settlement:{currency}",
+    }
+
+
+def _account_public(row: Any) -> AccountPublic:
+    balance = row.credits_posted - row.debits_posted
+    return AccountPublic(
+        code=row.code,
+        currency=row.currency,
+        kind=row.kind,
+        name=row.name,
+        allow_negative=row.allow_negative,
+        max_credits=row.max_credits,
+        max_debits=row.max_debits,
+        daily_send_limit=row.daily_send_limit,
+        debits_posted=row.debits_posted,
+        credits_posted=row.credits_posted,
+        debits_pending=row.debits_pending,
+        credits_pending=row.credits_pending,
+        balance=balance,
+        available=balance - row.debits_pending,
+        closed=row.closed,
+    )
+
+
+class Ledger:
+    """One per process (``app.state.services.ledger``); thread-safe."""
+
+    def __init__(self, engine: Engine, data_dir: Path | None = None) -> None:
+        self.engine = engine
+        self.keys = KeyStore((data_dir or Path("var")) / "ledger-keys")
+        self._queue: queue.SimpleQueue[tuple[str, Item, Future]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    # --- currencies and accounts -----------------------------------------------------------
+
+    def create_currency(self, tenant: str, spec: CurrencyCreate) -> CurrencyPublic:
+        """Create a currency with its issuance, expiry-sink and settlement accounts.
+
+        Creating it again with the same settings returns it; different settings → 409.
+        """
+        values = spec.model_dump(mode="json")
+        with writer(self.engine).begin() as conn:
+            lock_head(conn, tenant)
+            row = conn.execute(
+                select(currencies).where(
+                    currencies.c.tenant_id == tenant, currencies.c.code == spec.code
+                )
+            ).first()
+            if row is not None:
+                stored = CurrencyPublic.model_validate(row, from_attributes=True)
+                if stored.model_dump(mode="json") != values:
+                    raise ledger_problem(
+                        "currency-conflict", f"currency {spec.code!r} exists with other settings"
+                    )
+                return stored
+            conn.execute(insert(currencies).values(tenant_id=tenant, created_us=now_us(), **values))
+            codes = system_accounts(spec.code)
+            for kind, code in codes.items():
+                conn.execute(
+                    insert(accounts).values(
+                        **_account_values(
+                            tenant,
+                            AccountCreate(code=code, currency=spec.code, kind=AccountKind(kind)),
+                        )
+                    )
+                )
+        return CurrencyPublic(**values)
+
+    def list_currencies(self, tenant: str) -> list[CurrencyPublic]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(currencies)
+                .where(currencies.c.tenant_id == tenant)
+                .order_by(currencies.c.code)
+            ).all()
+        return [CurrencyPublic.model_validate(r, from_attributes=True) for r in rows]
+
+    def open_account(self, tenant: str, spec: AccountCreate) -> AccountPublic:
+        """Open an account; opening it again with the same settings returns it."""
+        with writer(self.engine).begin() as conn:
+            if not conn.execute(
+                select(currencies.c.code).where(
+                    currencies.c.tenant_id == tenant, currencies.c.code == spec.currency
+                )
+            ).first():
+                raise ledger_problem("currency-not-found", f"no currency {spec.currency!r}")
+            row = self._account_row(conn, tenant, spec.code)
+            if row is None:
+                conn.execute(insert(accounts).values(**_account_values(tenant, spec)))
+                row = self._account_row(conn, tenant, spec.code)
+            elif any(
+                getattr(row, k) != v for k, v in spec.model_dump(mode="json").items() if k != "name"
+            ):
+                raise ledger_problem(
+                    "account-conflict", f"account {spec.code!r} exists with other settings"
+                )
+        return _account_public(row)
+
+    def open_accounts(self, tenant: str, specs: Sequence[AccountCreate]) -> int:
+        """Open many accounts in one transaction (existing codes are left alone); returns how many were new."""
+        with writer(self.engine).begin() as conn:
+            known = set(
+                conn.execute(
+                    select(currencies.c.code).where(currencies.c.tenant_id == tenant)
+                ).scalars()
+            )
+            for spec in specs:
+                if spec.currency not in known:
+                    raise ledger_problem("currency-not-found", f"no currency {spec.currency!r}")
+            existing = set()
+            codes = [s.code for s in specs]
+            for i in range(0, len(codes), 500):
+                existing.update(
+                    conn.execute(
+                        select(accounts.c.code).where(
+                            accounts.c.tenant_id == tenant, accounts.c.code.in_(codes[i : i + 500])
+                        )
+                    ).scalars()
+                )
+            new = [_account_values(tenant, s) for s in specs if s.code not in existing]
+            if new:
+                conn.execute(insert(accounts), new)
+        return len(new)
+
+    def close_account(self, tenant: str, code: str) -> AccountPublic:
+        """Close an account: no transfer may debit or credit it afterwards (voids still may)."""
+        with writer(self.engine).begin() as conn:
+            lock_head(conn, tenant)
+            if self._account_row(conn, tenant, code) is None:
+                raise ledger_problem("account-not-found", f"no account {code!r}")
+            conn.execute(
+                update(accounts)
+                .where(accounts.c.tenant_id == tenant, accounts.c.code == code)
+                .values(closed=True)
+            )
+            return _account_public(self._account_row(conn, tenant, code))
+
+    def get_account(self, tenant: str, code: str) -> AccountPublic:
+        with self.engine.connect() as conn:
+            row = self._account_row(conn, tenant, code)
+        if row is None:
+            raise ledger_problem("account-not-found", f"no account {code!r}")
+        return _account_public(row)
+
+    def list_accounts(
+        self,
+        tenant: str,
+        *,
+        kind: str | None = None,
+        currency: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[AccountPublic]:
+        query = select(accounts).where(accounts.c.tenant_id == tenant)
+        if kind:
+            query = query.where(accounts.c.kind == kind)
+        if currency:
+            query = query.where(accounts.c.currency == currency)
+        if after:
+            query = query.where(accounts.c.code > after)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(accounts.c.code).limit(limit)).all()
+        return [_account_public(r) for r in rows]
+
+    @staticmethod
+    def _account_row(conn: Any, tenant: str, code: str) -> Any:
+        return conn.execute(
+            select(accounts).where(accounts.c.tenant_id == tenant, accounts.c.code == code)
+        ).first()
+
+    # --- transfers ---------------------------------------------------------------------------
+
+    def post_transfers(
+        self, tenant: str, items: Sequence[TransferCreate | dict[str, Any]]
+    ) -> list[TransferResult]:
+        """Apply a batch in one transaction; one result per item, in order.
+
+        Linked chains (``linked=True`` up to the first transfer without it) are all or
+        nothing; every other transfer stands alone. Nothing is written for a failed one.
+        """
+        if len(items) > MAX_BATCH:
+            raise ledger_problem("invalid-request", f"at most {MAX_BATCH} transfers per batch")
+        prepared = [_prepare(i) for i in items]
+        if not prepared:
+            return []
+        if all(p.invalid for p in prepared):
+            return Batch.fail_all(prepared)
+        with writer(self.engine).begin() as conn:
+            return apply_batch(conn, tenant, prepared)
+
+    def post_transfer(self, tenant: str, item: TransferCreate | dict[str, Any]) -> TransferResult:
+        """Apply one transfer, sharing a transaction with concurrent callers (group commit).
+
+        Returns the result (``created`` or ``exists``); raises the ledger Problem when the
+        transfer fails. A linked transfer cannot be sent alone.
+        """
+        prepared = _prepare(item)
+        if prepared.invalid:
+            raise ledger_problem("invalid-transfer", prepared.invalid[1])
+        if prepared.linked:
+            raise ledger_problem(
+                "linked-chain-open", "send linked transfers together with post_transfers"
+            )
+        future: Future = Future()
+        self._ensure_writer()
+        self._queue.put((tenant, prepared, future))
+        result: TransferResult = future.result()
+        if result.status == "failed":
+            raise result_problem(result)
+        return result
+
+    def _ensure_writer(self) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._writer_loop, name="kizuna-ledger-writer", daemon=True
+                    )
+                    self._thread.start()
+
+    def _writer_loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < _GROUP_MAX:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            by_tenant: dict[str, list[tuple[Item, Future]]] = defaultdict(list)
+            for tenant, item, future in batch:
+                by_tenant[tenant].append((item, future))
+            for tenant in sorted(by_tenant):
+                self._commit_group(tenant, by_tenant[tenant])
+
+    def _commit_group(self, tenant: str, group: list[tuple[Item, Future]]) -> None:
+        try:
+            with writer(self.engine).begin() as conn:
+                results = apply_batch(conn, tenant, [item for item, _ in group])
+        except Exception as exc:  # noqa: BLE001 - a database error fails the whole group
+            log.exception("ledger group commit failed")
+            for _, future in group:
+                future.set_exception(exc)
+            return
+        for (_, future), result in zip(group, results, strict=True):
+            future.set_result(result)
+
+    def get_transfer(self, tenant: str, transfer_id: str) -> TransferPublic:
+        from kizuna.ledger.schemas import transfer_id as canonical
+
+        try:
+            tid = canonical(transfer_id)
+        except ValueError as exc:
+            raise ledger_problem("invalid-request", str(exc)) from None
+        with self.engine.connect() as conn:
+            row = _transfer_rows(conn, tenant, transfers.c.id == tid).first()
+        if row is None:
+            raise ledger_problem("transfer-not-found", f"no transfer {tid}")
+        return transfer_public(row._mapping, row.debit_code, row.credit_code)
+
+    def list_transfers(
+        self,
+        tenant: str,
+        *,
+        account: str | None = None,
+        after_seq: int = -1,
+        limit: int = 100,
+    ) -> list[TransferPublic]:
+        """Transfers in log order (optionally of one account), from ``after_seq`` + 1."""
+        with self.engine.connect() as conn:
+            cond = [transfers.c.seq > after_seq]
+            if account is not None:
+                row = self._account_row(conn, tenant, account)
+                if row is None:
+                    raise ledger_problem("account-not-found", f"no account {account!r}")
+                cond.append((transfers.c.debit_id == row.id) | (transfers.c.credit_id == row.id))
+            found = _transfer_rows(conn, tenant, *cond).order_by(transfers.c.seq).limit(limit).all()
+        return [transfer_public(r._mapping, r.debit_code, r.credit_code) for r in found]
+
+    # --- lots and expiry -----------------------------------------------------------------------
+
+    def lots(self, tenant: str, account: str, *, include_spent: bool = False) -> list[LotPublic]:
+        with self.engine.connect() as conn:
+            row = self._account_row(conn, tenant, account)
+            if row is None:
+                raise ledger_problem("account-not-found", f"no account {account!r}")
+            query = select(lots).where(lots.c.account_id == row.id)
+            if not include_spent:
+                query = query.where(lots.c.remaining > 0)
+            found = conn.execute(query.order_by(lots.c.expires_us, lots.c.id)).all()
+        return [
+            LotPublic(
+                lot_id=r.id,
+                source_seq=r.source_seq,
+                amount=r.amount,
+                remaining=r.remaining,
+                expires_at=None if r.expires_us is None else from_us(r.expires_us),
+            )
+            for r in found
+        ]
+
+    def expiring(self, tenant: str, account: str) -> list[ExpiryPublic]:
+        """What expires when: the wallet's unspent points grouped by expiry time, soonest first."""
+        totals: dict[datetime, int] = defaultdict(int)
+        for lot in self.lots(tenant, account):
+            if lot.expires_at is not None:
+                totals[lot.expires_at] += lot.remaining
+        return [ExpiryPublic(expires_at=t, amount=n) for t, n in sorted(totals.items())]
+
+    def expire_lots(self, tenant: str, *, now: datetime | None = None) -> list[TransferResult]:
+        """Move every expired remainder to its currency's expiry sink, one transfer per wallet.
+
+        The transfer ids derive from the lots swept, so running the job twice (or in two
+        processes at once) moves nothing twice.
+        """
+        ts = to_us(now) if now else now_us()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    lots.c.account_id,
+                    lots.c.id,
+                    lots.c.remaining,
+                    accounts.c.code,
+                    accounts.c.currency,
+                )
+                .join(accounts, accounts.c.id == lots.c.account_id)
+                .where(
+                    lots.c.tenant_id == tenant,
+                    lots.c.remaining > 0,
+                    lots.c.expires_us.is_not(None),
+                    lots.c.expires_us <= ts,
+                )
+                .order_by(lots.c.account_id, lots.c.id)
+            ).all()
+        per_account: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        for r in rows:
+            per_account[(r.code, r.currency)].append(r)
+        items = []
+        for (code, currency), found in sorted(per_account.items()):
+            amount = sum(r.remaining for r in found)
+            key = ",".join(f"{r.id}:{r.remaining}" for r in found)
+            items.append(
+                Item(
+                    TransferCreate(
+                        id=derived_id(tenant, "expire", code, key),
+                        debit_account=code,
+                        credit_account=system_accounts(currency)["expiry"],
+                        amount=amount,
+                        currency=currency,
+                        code="expiry",
+                    ),
+                    sweep=True,
+                )
+            )
+        return self._apply_internal(tenant, items, ts)
+
+    def void_expired_pending(
+        self, tenant: str, *, now: datetime | None = None
+    ) -> list[TransferResult]:
+        """Void every pending transfer whose timeout has passed (a job; safe to rerun)."""
+        ts = to_us(now) if now else now_us()
+        with self.engine.connect() as conn:
+            resolved = select(transfers.c.pending_id).where(
+                transfers.c.tenant_id == tenant, transfers.c.pending_id.is_not(None)
+            )
+            rows = conn.execute(
+                select(transfers.c.id, transfers.c.ts_us, transfers.c.timeout_s).where(
+                    transfers.c.tenant_id == tenant,
+                    transfers.c.kind == "pending",
+                    transfers.c.timeout_s.is_not(None),
+                    transfers.c.id.not_in(resolved),
+                )
+            ).all()
+        items = [
+            Item(
+                TransferCreate(
+                    id=derived_id(tenant, "timeout", r.id), void_pending_id=r.id, code="timeout"
+                )
+            )
+            for r in rows
+            if r.ts_us + r.timeout_s * 1_000_000 <= ts
+        ]
+        return self._apply_internal(tenant, items, ts)
+
+    def _apply_internal(self, tenant: str, items: list[Item], ts: int) -> list[TransferResult]:
+        results: list[TransferResult] = []
+        for i in range(0, len(items), MAX_BATCH):
+            with writer(self.engine).begin() as conn:
+                results += apply_batch(conn, tenant, items[i : i + MAX_BATCH], ts)
+        return results
+
+    # --- audit ---------------------------------------------------------------------------------
+
+    def checkpoint(self, tenant: str) -> CheckpointPublic | None:
+        """Sign the current log head (returns the existing checkpoint if already signed)."""
+        return audit.sign_checkpoint(self.engine, self.keys, tenant)
+
+    def checkpoints(self, tenant: str, *, limit: int = 100) -> list[CheckpointPublic]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(checkpoints)
+                .where(checkpoints.c.tenant_id == tenant)
+                .order_by(checkpoints.c.size.desc())
+                .limit(limit)
+            ).all()
+        return [audit.checkpoint_public(tenant, r) for r in rows]
+
+    def public_key(self, tenant: str) -> bytes:
+        """The tenant's Ed25519 public key (raw 32 bytes), created on first use."""
+        return public_bytes(self.keys.private_key(tenant))
+
+    def receipt(self, tenant: str, transfer_id: str) -> Receipt:
+        """The transfer, its leaf, and its inclusion proof under the latest checkpoint
+        (a checkpoint is signed now if none covers the transfer yet)."""
+        transfer = self.get_transfer(tenant, transfer_id)
+        with self.engine.connect() as conn:
+            cp = conn.execute(
+                select(checkpoints)
+                .where(checkpoints.c.tenant_id == tenant, checkpoints.c.size > transfer.seq)
+                .order_by(checkpoints.c.size.desc())
+                .limit(1)
+            ).first()
+        if cp is None:
+            self.checkpoint(tenant)
+            return self.receipt(tenant, transfer_id)
+        from kizuna.ledger.apply import leaf_bytes
+
+        with self.engine.connect() as conn:
+            leaves = audit.leaf_hashes(conn, tenant, cp.size)
+            row = _transfer_rows(conn, tenant, transfers.c.seq == transfer.seq).one()
+        leaf = leaf_bytes(tenant, row._mapping, row.debit_code, row.credit_code)
+        proof = merkle.inclusion_proof(leaves, transfer.seq, cp.size)
+        return Receipt(
+            transfer=transfer,
+            leaf=leaf.decode(),
+            leaf_hash=merkle.leaf_hash(leaf).hex(),
+            index=transfer.seq,
+            checkpoint=audit.checkpoint_public(tenant, cp),
+            inclusion_proof=[p.hex() for p in proof],
+        )
+
+    def consistency_proof(self, tenant: str, old_size: int, new_size: int) -> ConsistencyProof:
+        """RFC 9162 proof that the log of ``new_size`` extends the log of ``old_size``."""
+        with self.engine.connect() as conn:
+            head = conn.execute(
+                select(func.count()).select_from(transfers).where(transfers.c.tenant_id == tenant)
+            ).scalar_one()
+            if not 0 < old_size <= new_size <= head:
+                raise ledger_problem(
+                    "invalid-request", f"need 0 < old_size <= new_size <= {head} (the log size)"
+                )
+            leaves = audit.leaf_hashes(conn, tenant, new_size)
+        proof = merkle.consistency_proof(leaves, old_size, new_size)
+        return ConsistencyProof(
+            old_size=old_size, new_size=new_size, proof=[p.hex() for p in proof]
+        )
+
+    # --- merchant settlement ---------------------------------------------------------------
+
+    def set_merchant_terms(self, tenant: str, code: str, terms: MerchantTerms) -> MerchantTerms:
+        """Fee rate, cycle (monthly by default) and bank account of a merchant account."""
+        return settlement.set_terms(self.engine, tenant, code, terms)
+
+    def statement(self, tenant: str, code: str, day: date) -> SettlementPublic:
+        """The statement of the merchant's period containing ``day`` (paid or not yet)."""
+        return settlement.statement(self.engine, tenant, code, day)
+
+    def settle(self, tenant: str, code: str, day: date) -> SettlementPublic:
+        """Pay out the (finished) period containing ``day``; a second call returns the first."""
+        return settlement.settle(self.engine, tenant, code, day)
+
+    def settlements(
+        self, tenant: str, since: date | None = None, until: date | None = None
+    ) -> list[SettlementPublic]:
+        return [s for s, _, _ in settlement.list_settlements(self.engine, tenant, since, until)]
+
+    def settlements_csv(
+        self, tenant: str, since: date | None = None, until: date | None = None
+    ) -> bytes:
+        """The settlements as CSV for Excel (UTF-8 with BOM, CRLF)."""
+        return settlement.settlements_csv(
+            settlement.list_settlements(self.engine, tenant, since, until)
+        )
+
+    def settlements_zengin(
+        self,
+        tenant: str,
+        origin: Originator,
+        transfer_date: date,
+        since: date | None = None,
+        until: date | None = None,
+    ) -> bytes:
+        """The settlements as a 全銀協 総合振込 file (cp932, 120-byte records)."""
+        return settlement.settlements_zengin(
+            settlement.list_settlements(self.engine, tenant, since, until), origin, transfer_date
+        )
+
+    def verify(
+        self, tenant: str | None = None, trusted_keys: dict[str, bytes] | None = None
+    ) -> VerifyReport:
+        """Recompute log, balances, lots and checkpoints from the transfers (see audit.verify)."""
+        return audit.verify(self.engine, self.keys, tenant, trusted_keys)
+
+
+def _prepare(item: TransferCreate | dict[str, Any]) -> Item:
+    if isinstance(item, TransferCreate):
+        return Item(item)
+    try:
+        return Item(TransferCreate.model_validate(item))
+    except ValidationError as exc:
+        raw = item.get("id") if isinstance(item, dict) else None
+        linked = bool(item.get("linked")) if isinstance(item, dict) else False
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        return Item(None, invalid=(str(raw) if raw is not None else None, detail, linked))
+
+
+def _transfer_rows(conn: Any, tenant: str, *conditions: Any) -> Any:
+    d = accounts.alias("d")
+    c = accounts.alias("c")
+    query = (
+        select(transfers, d.c.code.label("debit_code"), c.c.code.label("credit_code"))
+        .join(d, d.c.id == transfers.c.debit_id)
+        .join(c, c.c.id == transfers.c.credit_id)
+        .where(transfers.c.tenant_id == tenant, *conditions)
+    )
+    return _Query(conn, query)
+
+
+class _Query:
+    """A select bound to a connection: ``.first()``, ``.one()``, ``.all()``, chainable."""
+
+    def __init__(self, conn: Any, query: Any) -> None:
+        self.conn, self.query = conn, query
+
+    def order_by(self, *args: Any) -> _Query:
+        return _Query(self.conn, self.query.order_by(*args))
+
+    def limit(self, n: int) -> _Query:
+        return _Query(self.conn, self.query.limit(n))
+
+    def first(self) -> Any:
+        return self.conn.execute(self.query).first()
+
+    def one(self) -> Any:
+        return self.conn.execute(self.query).one()
+
+    def all(self) -> list[Any]:
+        return self.conn.execute(self.query).all()
+
+
+def _account_values(tenant: str, spec: AccountCreate) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant,
+        "code": spec.code,
+        "currency": spec.currency,
+        "kind": spec.kind.value,
+        "name": spec.name,
+        "allow_negative": spec.kind == AccountKind.ISSUANCE,
+        "max_credits": spec.max_credits,
+        "max_debits": spec.max_debits,
+        "daily_send_limit": spec.daily_send_limit,
+        "day_key": 0,
+        "day_sent": 0,
+        "debits_posted": 0,
+        "credits_posted": 0,
+        "debits_pending": 0,
+        "credits_pending": 0,
+        "closed": False,
+        "created_us": now_us(),
+    }
