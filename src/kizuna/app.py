@@ -60,14 +60,15 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
     upgrade_to_head(engine)
     tenants = TenantDirectory(engine)
     broker = Broker(engine, ContextStore(engine, settings))
+    ledger = Ledger(engine, settings.data_dir)
     return Services(
         settings=settings,
         engine=engine,
         authenticator=Authenticator(engine, settings),
         tenants=tenants,
         broker=broker,
-        ledger=Ledger(engine, settings.data_dir),
-        watch=WatchService(engine, settings, broker, tenants),
+        ledger=ledger,
+        watch=WatchService(engine, settings, broker, tenants, ledger),
     )
 
 

@@ -260,9 +260,11 @@ def seed(services: Any, towns: Any) -> str:
         flood.check_spots(now)
         for hours in range(1, 49):
             watch.publish_counts(tenant, now - timedelta(hours=hours))
+        _fund_volunteer_budget(services, tenant)
+    paid = watch.award_volunteer_points()
     return (
         f"mimamori: {total} detections, families {', '.join(f'{t.id}-family' for t in towns)} / {PASSWORD}; "
-        f"flood: {gauges} gauges, {spots} spots"
+        f"flood: {gauges} gauges, {spots} spots; volunteer points paid: {paid}"
     )
 
 
@@ -329,6 +331,50 @@ def _seed_spots(watch: WatchService, tenant: str, town: Any, receivers: list, no
         watch.store([watch.prepare(tenant, device, items)])
         count += 1
     return count
+
+
+def _fund_volunteer_budget(services: Any, tenant: str) -> None:
+    """The town's 見守り協力 budget: 5,000 行政ポイント (once)."""
+    from kizuna.ledger.schemas import AccountCreate, CurrencyCreate, TransferCreate
+    from kizuna.ledger.service import derived_id
+
+    s = services.settings
+    ledger = services.ledger
+    with contextlib.suppress(Problem):  # the points module may have made it already
+        ledger.create_currency(
+            tenant,
+            CurrencyCreate(
+                code=s.watch_volunteer_currency,
+                name_ja="行政ポイント",
+                name_en="Administrative points",
+                kind="administrative",
+                expiry_days=365,
+            ),
+        )
+    with contextlib.suppress(Problem):
+        ledger.open_account(
+            tenant,
+            AccountCreate(
+                code=s.watch_volunteer_budget_account,
+                currency=s.watch_volunteer_currency,
+                kind="budget",
+                name="見守り協力ポイント予算",
+            ),
+        )
+    ledger.post_transfers(
+        tenant,
+        [
+            TransferCreate(
+                id=derived_id("watch-demo-budget", tenant),
+                debit_account=f"issuance:{s.watch_volunteer_currency}",
+                credit_account=s.watch_volunteer_budget_account,
+                amount=5_000,
+                currency=s.watch_volunteer_currency,
+                code="issue",
+                memo="見守り協力ポイント 予算",
+            )
+        ],
+    )
 
 
 def _add_open_types(services: Any, tenant: str) -> None:

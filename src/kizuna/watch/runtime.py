@@ -53,6 +53,7 @@ class WatchJobs:
             ("not-seen", lambda: self.watch.check_not_seen(now)),
             ("flood beacons", lambda: self.flood.check_spots(now)),
             ("webhooks", lambda: self.watch.deliver_webhooks(self._http, now)),
+            ("volunteer points", self.watch.award_volunteer_points),
         ):
             try:
                 job()

@@ -149,8 +149,11 @@ def _coordinate(value: Any, name: str) -> float:
 
 
 class WatchService:
-    def __init__(self, engine: Engine, settings: Settings, broker: Any, tenants: Any) -> None:
+    def __init__(
+        self, engine: Engine, settings: Settings, broker: Any, tenants: Any, ledger: Any = None
+    ) -> None:
         self.engine = engine
+        self.ledger = ledger
         self.settings = settings
         self.broker = broker
         self.tenants = tenants
@@ -1205,6 +1208,76 @@ class WatchService:
             points_awarded=awarded,
             points_pending=earned - awarded,
         )
+
+    def award_volunteer_points(self) -> int:
+        """Pay volunteers the points they earned (within the caps) through the ledger.
+
+        One transfer per (volunteer, day, new total), with an id derived from those, so a
+        retry after a crash is a replay the ledger recognises, never a second payment.
+        Returns the points paid; a missing budget or an empty one leaves them pending.
+        """
+        if self.ledger is None:
+            return 0
+        from kizuna.ledger.schemas import AccountCreate, TransferCreate
+        from kizuna.ledger.service import derived_id
+
+        s = self.settings
+        with self.engine.connect() as conn:
+            due = conn.execute(
+                select(volunteer_days)
+                .where(volunteer_days.c.points_earned > volunteer_days.c.points_awarded)
+                .order_by(
+                    volunteer_days.c.tenant_id, volunteer_days.c.username, volunteer_days.c.day
+                )
+            ).all()
+        paid = 0
+        for row in due:
+            wallet = s.watch_volunteer_wallet_account.format(username=row.username)
+            try:
+                self.ledger.open_account(
+                    row.tenant_id,
+                    AccountCreate(
+                        code=wallet, currency=s.watch_volunteer_currency, kind="resident"
+                    ),
+                )
+            except Problem as problem:
+                log.warning("volunteer wallet %s in %s: %s", wallet, row.tenant_id, problem.detail)
+                continue
+            amount = row.points_earned - row.points_awarded
+            transfer = TransferCreate(
+                id=derived_id(
+                    "watch-volunteer", row.tenant_id, row.username, row.day, row.points_earned
+                ),
+                debit_account=s.watch_volunteer_budget_account,
+                credit_account=wallet,
+                amount=amount,
+                currency=s.watch_volunteer_currency,
+                code="reward",
+                ref=f"watch:volunteer:{row.day.isoformat()}",
+                memo="見守り協力ポイント",
+            )
+            result = self.ledger.post_transfers(row.tenant_id, [transfer])[0]
+            if not result.ok:
+                log.warning(
+                    "volunteer points for %s in %s not paid: %s",
+                    row.username,
+                    row.tenant_id,
+                    result.error.type if result.error else "?",
+                )
+                continue
+            with self._writer.begin() as conn:
+                conn.execute(
+                    update(volunteer_days)
+                    .where(
+                        volunteer_days.c.tenant_id == row.tenant_id,
+                        volunteer_days.c.username == row.username,
+                        volunteer_days.c.day == row.day,
+                        volunteer_days.c.points_awarded == row.points_awarded,
+                    )
+                    .values(points_awarded=row.points_earned)
+                )
+            paid += amount
+        return paid
 
     # --- jobs --------------------------------------------------------------------------
 
