@@ -47,6 +47,8 @@ class PrivateMosquitto:
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    if self.process.poll() is not None:
+                        raise RuntimeError(f"port {self.port} was taken while mosquitto was down")
                     return
             except OSError:
                 time.sleep(0.05)

@@ -13,6 +13,7 @@ import math
 import re
 import secrets
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -159,9 +160,12 @@ class WatchService:
         self.tenants = tenants
         self._writer = writer(engine)
         self._lock = threading.Lock()
-        self._devices: TTLCache[tuple[str, str], Device | None] = TTLCache(100_000, ttl=30)
+        # Small caches read on every message: plain dicts of (expires at, value); a revoked
+        # device or a new place is seen within their lifetime (30 s / 5 s).
+        self._devices: dict[tuple[str, str], tuple[float, Device | None]] = {}
         self._placed: TTLCache[str, frozenset[str]] = TTLCache(1_000, ttl=5)
-        self._beacons: TTLCache[str, dict[str, tuple[str, float]]] = TTLCache(1_000, ttl=30)
+        self._beacons: dict[str, tuple[float, dict[str, tuple[str, float]]]] = {}
+        self._secrets: dict[tuple[str, str], str] = {}  # secrets already checked
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         from kizuna.watch.flood import FloodWatch  # flood builds on this service
@@ -205,6 +209,7 @@ class WatchService:
             )
         with self._lock:
             self._devices.pop((tenant, body.id), None)
+            self._secrets.pop((tenant, body.id), None)
         kind = "reading" if body.kind == "gauge" else "detections"
         return schemas.DeviceCreated(
             id=body.id,
@@ -234,9 +239,9 @@ class WatchService:
 
     def device(self, tenant: str, device_id: str) -> Device | None:
         key = (tenant, device_id)
-        with self._lock:
-            if key in self._devices:
-                return self._devices[key]
+        hit = self._devices.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
         with self.engine.connect() as conn:
             r = conn.execute(
                 select(devices).where(devices.c.tenant_id == tenant, devices.c.id == device_id)
@@ -257,7 +262,10 @@ class WatchService:
             else None
         )
         with self._lock:
-            self._devices[key] = found
+            if len(self._devices) > 200_000:
+                self._devices.clear()
+                self._secrets.clear()
+            self._devices[key] = (time.monotonic() + 30, found)
         return found
 
     def authenticate_device(self, tenant: str, device_id: str, secret: str | None) -> Device:
@@ -269,10 +277,14 @@ class WatchService:
             raise Rejected("unknown_device", f"no active device {device_id!r} in {tenant!r}")
         if secret is None and self.settings.watch_mqtt_trust_topic:
             return found
-        if not isinstance(secret, str) or not secrets.compare_digest(
-            found.secret_sha256, _sha256(secret)
-        ):
-            raise Rejected("bad_credential", f"wrong or missing key for device {device_id!r}")
+        if not isinstance(secret, str):
+            raise Rejected("bad_credential", f"missing key for device {device_id!r}")
+        known = self._secrets.get((tenant, device_id))
+        if known is not None and secrets.compare_digest(known, secret):
+            return found
+        if not secrets.compare_digest(found.secret_sha256, _sha256(secret)):
+            raise Rejected("bad_credential", f"wrong key for device {device_id!r}")
+        self._secrets[(tenant, device_id)] = secret
         return found
 
     def device_from_header(self, tenant: str, authorization: str | None) -> Device:
@@ -299,10 +311,9 @@ class WatchService:
         """Flood beacons of the tenant: tag id → (spot entity id, height in metres)."""
         from kizuna.watch.models import beacons
 
-        with self._lock:
-            hit = self._beacons.get(tenant)
-        if hit is not None:
-            return hit
+        hit = self._beacons.get(tenant)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(beacons.c.tag_id, beacons.c.spot_entity_id, beacons.c.height_m).where(
@@ -311,7 +322,7 @@ class WatchService:
             ).all()
         found = {r.tag_id: (r.spot_entity_id, r.height_m) for r in rows}
         with self._lock:
-            self._beacons[tenant] = found
+            self._beacons[tenant] = (time.monotonic() + 30, found)
         return found
 
     def forget_beacons(self, tenant: str) -> None:
@@ -394,7 +405,9 @@ class WatchService:
         now = _now()
         with self._writer.begin() as conn:
             fresh: set[tuple[str, str, str]] = set()
-            if rows:
+            if rows and conn.dialect.name == "postgresql":
+                fresh = _copy_new_detections(conn, rows)
+            elif rows:
                 stmt = (
                     self._insert(detections)
                     .on_conflict_do_nothing(
@@ -1462,6 +1475,44 @@ def _case_public(r: Any) -> schemas.MissingCasePublic:
         closed_by=r.closed_by,
         closed_at=aware(r.closed_at),
     )
+
+
+_COLUMNS = (
+    "tenant_id",
+    "detection_id",
+    "tag_id",
+    "detector_id",
+    "detector_kind",
+    "seen_at",
+    "lat",
+    "lon",
+    "rssi",
+    "received_at",
+)
+
+
+def _copy_new_detections(conn: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """PostgreSQL: COPY the batch into a temporary table, then insert what is new.
+
+    One COPY and one INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING per batch: the
+    server does the dedupe; Python neither builds nor the driver parses a huge VALUES list.
+    """
+    cursor = conn.connection.dbapi_connection.cursor()
+    with cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS watch_incoming "
+            "(LIKE watch_detections INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        columns = ", ".join(_COLUMNS)
+        with cursor.copy(f"COPY watch_incoming ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in _COLUMNS])
+        cursor.execute(
+            f"INSERT INTO watch_detections ({columns}) SELECT {columns} FROM watch_incoming "
+            "ON CONFLICT (tenant_id, detector_id, detection_id) DO NOTHING "
+            "RETURNING tenant_id, detector_id, detection_id"
+        )
+        return {(r[0], r[1], r[2]) for r in cursor.fetchall()}
 
 
 def _chunks(rows: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
