@@ -1,4 +1,4 @@
-"""Mimamori ingestion over real MQTT (Mosquitto on 127.0.0.1:1883) into storage.
+"""Mimamori ingestion over real MQTT (a Mosquitto of its own on a free loopback port) into storage.
 
 Prints, in one run:
   1. a bare MQTT subscriber that only counts QoS 1 messages (the broker's limit here);
@@ -6,7 +6,10 @@ Prints, in one run:
   3. publish-to-visible latency (p50/p99) at a fixed offered rate;
   4. the time to ingest a Kakogawa-scale day: 100,000 detections.
 
-Publishers run in separate processes. ``--db sqlite`` uses a temporary SQLite file;
+Publishers run in separate processes. The bench starts its own Mosquitto with the settings a
+deployment needs (``max_queued_messages 0``: the stock default of 1,000 queued QoS 1 messages
+per client drops whatever a consumer has not yet taken during a burst); ``--broker-port 1883``
+uses the machine's broker instead. ``--db sqlite`` uses a temporary SQLite file;
 the default is a fresh PostgreSQL schema (dropped afterwards).
 
     python bench/watch_bench.py [--messages 60000] [--rate 3000] [--db postgresql]
@@ -15,12 +18,16 @@ the default is a fresh PostgreSQL schema (dropped afterwards).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,8 +48,37 @@ from kizuna.watch.ingest import MqttIngestor  # noqa: E402
 from kizuna.watch.models import detections  # noqa: E402
 
 HOST, PORT = "127.0.0.1", 1883
+MOSQUITTO_CONF = """listener {port} 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location {folder}/
+max_queued_messages 0
+log_dest none
+"""
+
+
+@contextlib.contextmanager
+def private_mosquitto(folder: Path) -> Iterator[int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = folder / "mosquitto.conf"
+    conf.write_text(MOSQUITTO_CONF.format(port=port, folder=folder))
+    proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)])
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
+                break
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 TENANT = "benchtown"
 DEVICES = 20
+PER = 1  # detections per message (set before the publisher processes fork)
 
 
 def _publish(
@@ -66,6 +102,19 @@ def _publish(
             "at": at,
             "rssi": -70,
         }
+        if PER > 1:  # a receiver's upload of what it heard in the last moments
+            payload = {
+                "key": keys[device],
+                "detections": [
+                    {
+                        "id": f"{prefix}-{n}-{k}",
+                        "tag": f"tag-{(n * PER + k) % 5000}",
+                        "at": at,
+                        "rssi": -70,
+                    }
+                    for k in range(PER)
+                ],
+            }
         if stamps is not None:
             stamps[n] = time.time()
         last = client.publish(
@@ -159,7 +208,7 @@ def kizuna_ingest(services, keys: dict[str, str], total: int, procs: int) -> tup
         n = stored(services) - before
         if first is None and n > 0:
             first = (time.perf_counter(), n)
-        if n >= total - total % procs:
+        if n >= (total - total % procs) * PER:
             break
         if time.perf_counter() - t0 > 300:
             print("  timed out; stats", ingestor.stats.snapshot())
@@ -237,28 +286,50 @@ def main() -> None:
         "--rate", type=float, default=3_000, help="offered rate for the latency run"
     )
     parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=20, help="detections per message, 2nd run")
     parser.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--broker-port", type=int, default=0, help="0: start a private Mosquitto")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="watch-bench-"))
+    global PORT
+    with contextlib.ExitStack() as stack:
+        PORT = args.broker_port or stack.enter_context(private_mosquitto(tmp))
+        run(args, tmp)
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
     with pg_schema() as schema:
         url = schema_url(schema) if args.db == "postgresql" else f"sqlite:///{tmp / 'bench.db'}"
         services, keys = setup(url, tmp)
         print(
             f"watch bench: Mosquitto {HOST}:{PORT}, {args.db}, {args.publishers} publisher processes, QoS 1"
         )
-        bare = bare_subscriber(args.messages, args.publishers, keys)
-        print(f"  bare subscriber (count only):        {bare:10,.0f} messages/s")
-        rate, _ = kizuna_ingest(services, keys, args.messages, args.publishers)
-        print(f"  Kizuna consumer into storage:        {rate:10,.0f} detections/s")
-        print(f"  ratio Kizuna / bare:                 {rate / bare:10.2f}")
+        global PER
+        for per in (1, args.batch):
+            PER = per
+            # Best of two alternating runs each: the machine is shared and noisy.
+            bare = max(
+                bare_subscriber(args.messages // per, args.publishers, keys) for _ in range(2)
+            )
+            rate = max(
+                kizuna_ingest(services, keys, args.messages // per, args.publishers)[0]
+                for _ in range(2)
+            )
+            print(f"  {per} detection(s) per message:")
+            print(f"    bare subscriber (count only):      {bare:10,.0f} messages/s")
+            print(f"    Kizuna consumer into storage:      {rate:10,.0f} detections/s")
+            print(f"    ratio Kizuna / bare (messages):    {rate / per / bare:10.2f}")
+        PER = 1
         p50, p99 = latency(
             services, keys, min(args.messages, int(args.rate * 10)), args.rate, args.publishers
         )
         print(
             f"  publish → visible at {args.rate:,.0f}/s:        p50 {p50:6.0f} ms   p99 {p99:6.0f} ms"
         )
-        _, seconds = kizuna_ingest(services, keys, args.day, args.publishers)
-        print(f"  {args.day:,} detections ingested in:   {seconds:10.1f} s")
+        for per in (1, args.batch):
+            PER = per
+            _, seconds = kizuna_ingest(services, keys, args.day // per, args.publishers)
+            print(f"  {args.day:,} detections, {per} per message, ingested in: {seconds:6.1f} s")
         services.engine.dispose()
 
 
