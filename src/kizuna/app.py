@@ -22,6 +22,8 @@ from kizuna.auth.service import Authenticator
 from kizuna.broker.context import ContextStore
 from kizuna.broker.routes import router as broker_router
 from kizuna.broker.service import Broker
+from kizuna.broker.temporal.routes import router as temporal_router
+from kizuna.broker.temporal.service import Temporal
 from kizuna.energy import pages as energy_pages
 from kizuna.ledger.jobs import LedgerJobs
 from kizuna.ledger.routes import router as ledger_router
@@ -51,6 +53,7 @@ class Services:
     broker: Broker
     ledger: Ledger
     watch: WatchService
+    temporal: Temporal
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
@@ -61,6 +64,9 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
     tenants = TenantDirectory(engine)
     broker = Broker(engine, ContextStore(engine, settings))
     ledger = Ledger(engine, settings.data_dir)
+    temporal = Temporal(engine)
+    # Attribute history is recorded inside every entity write's transaction.
+    broker.add_change_listener(temporal.record)
     return Services(
         settings=settings,
         engine=engine,
@@ -69,6 +75,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         broker=broker,
         ledger=ledger,
         watch=WatchService(engine, settings, broker, tenants, ledger),
+        temporal=temporal,
     )
 
 
@@ -174,6 +181,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return {"status": "ok", "version": __version__}
 
     app.include_router(broker_router)
+    app.include_router(temporal_router)
     app.include_router(auth_router)
     app.include_router(tenancy_router)
     app.include_router(ledger_router)

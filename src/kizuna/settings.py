@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     ledger_checkpoint_seconds: float = 60
     ledger_jobs_seconds: float = 300
 
+    # Temporal API: attribute history older than this many days is removed by
+    # ``kizuna temporal prune`` (run it from cron or a timer); 0 keeps history forever.
+    temporal_retention_days: int = Field(default=0, ge=0)
+
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url

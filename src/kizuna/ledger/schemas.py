@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+MAX_INT = (1 << 63) - 1  # BIGINT on both dialects
 CODE = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$"
 SHORT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
 
@@ -45,9 +46,9 @@ class AccountCreate(BaseModel):
     currency: str = Field(pattern=SHORT)
     kind: AccountKind
     name: str = Field(default="", max_length=200)
-    max_credits: int | None = Field(default=None, ge=0)
-    max_debits: int | None = Field(default=None, ge=0)
-    daily_send_limit: int | None = Field(default=None, ge=0)
+    max_credits: int | None = Field(default=None, ge=0, le=MAX_INT)
+    max_debits: int | None = Field(default=None, ge=0, le=MAX_INT)
+    daily_send_limit: int | None = Field(default=None, ge=0, le=MAX_INT)
 
 
 class AccountPublic(BaseModel):

@@ -283,6 +283,16 @@ class Ledger:
         Returns the result (``created`` or ``exists``); raises the ledger Problem when the
         transfer fails. A linked transfer cannot be sent alone.
         """
+        result: TransferResult = self.submit_transfer(tenant, item).result()
+        if result.status == "failed":
+            raise result_problem(result)
+        return result
+
+    def submit_transfer(
+        self, tenant: str, item: TransferCreate | dict[str, Any]
+    ) -> Future[TransferResult]:
+        """Queue one transfer for the group commit; the future holds its result (async
+        callers: ``await asyncio.wrap_future(...)``). Bad input raises at once."""
         prepared = _prepare(item)
         if prepared.invalid:
             raise ledger_problem("invalid-transfer", prepared.invalid[1])
@@ -290,13 +300,10 @@ class Ledger:
             raise ledger_problem(
                 "linked-chain-open", "send linked transfers together with post_transfers"
             )
-        future: Future = Future()
+        future: Future[TransferResult] = Future()
         self._ensure_writer()
         self._queue.put((tenant, prepared, future))
-        result: TransferResult = future.result()
-        if result.status == "failed":
-            raise result_problem(result)
-        return result
+        return future
 
     def _ensure_writer(self) -> None:
         if self._thread is None:
