@@ -37,9 +37,10 @@ def test_spot_depth_needs_every_lower_beacon_silent():
 
 def _gauge(town):  # noqa: ANN001, ANN202
     flood = town.watch.flood
-    flood.create_gauge(
+    created = flood.create_gauge(
         town.tenant, "g1", "加古川 国包", "Kunikane", "加古川", 34.79, 134.835, LIMITS
     )
+    town.gauge_credential = created.credential
     return flood, town.watch.device(town.tenant, "g1")
 
 
