@@ -56,6 +56,7 @@ from kizuna.broker.temporal.models import temporal_entities as te
 from kizuna.broker.temporal.models import temporal_instances as ti
 from kizuna.problems import bad_request, not_found
 from kizuna.storage import writer
+from kizuna.storage.bulk import bulk_insert
 from kizuna.tenancy.service import TenantScope
 
 AGGR_METHODS = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
@@ -198,7 +199,7 @@ class Temporal:
         if not rows:
             return
         self._upsert_entities(conn, entities)
-        conn.execute(ti.insert(), rows)
+        bulk_insert(conn, ti, rows)
 
     def _upsert_entities(
         self, conn: Connection, entities: dict[tuple[str, str], tuple[list[str], datetime]]
@@ -266,7 +267,7 @@ class Temporal:
             raise bad_request("A new temporal entity needs a type")
         self._upsert_entities(conn, {(tenant, entity.id): (types, _utc(at))})
         if rows:
-            conn.execute(ti.insert(), rows)
+            bulk_insert(conn, ti, rows)
 
     def delete_entity(self, scope: TenantScope, entity_id: str) -> None:
         with self._writer.begin() as conn:
