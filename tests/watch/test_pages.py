@@ -64,6 +64,9 @@ def test_guardian_pages_show_trail_arrival_and_log(sqlite_town):
     page = town.client.get(f"/watch/tags/{tag}")
     assert page.status_code == 200
     assert "<polyline" in page.text and "加古川小学校" in page.text and "今日の足あと" in page.text
+    english = town.client.get(f"/watch/tags/{tag}?lang=en")
+    assert english.status_code == 200 and "Staff access log" in english.text
+    assert "arrived at" in town.client.get("/watch?lang=en").text
     # Another guardian's tag is a 404 page, not a map.
     other = town.client.get(f"/watch/tags/{town.tags['taro']}", headers={"Accept": "text/html"})
     assert other.status_code == 404 and town.labels["taro"] not in other.text
@@ -132,7 +135,9 @@ def test_public_flood_dashboard(sqlite_town):
         flood.record_reading(
             device, {"level": level, "at": (start + timedelta(minutes=10 * n)).isoformat()}
         )
-    page = town.client.get(f"/watch/flood?town={town.tenant}")
+    english = town.client.get(f"/watch/flood?town={town.tenant}&lang=en")
+    assert english.status_code == 200 and "River levels" in english.text
+    page = town.client.get(f"/watch/flood?town={town.tenant}&lang=ja")
     assert page.status_code == 200
     assert "加古川 国包" in page.text and "level-line" in page.text and "警戒" in page.text
 
