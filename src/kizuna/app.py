@@ -36,6 +36,10 @@ from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
 from kizuna.tenancy.routes import router as tenancy_router
 from kizuna.tenancy.service import TenantDirectory
+from kizuna.watch import pages as watch_pages
+from kizuna.watch.routes import router as watch_router
+from kizuna.watch.runtime import WatchRuntime
+from kizuna.watch.service import WatchService
 from kizuna.web.mount import error_page, mount_web, wants_html
 
 log = logging.getLogger("kizuna")
@@ -51,6 +55,7 @@ class Services:
     tenants: TenantDirectory
     broker: Broker
     ledger: Ledger
+    watch: WatchService
     temporal: Temporal
     subscriptions: Subscriptions
 
@@ -61,7 +66,9 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         engine = create_engine_for(settings.effective_database_url())
     upgrade_to_head(engine)
     contexts = ContextStore(engine, settings)
+    tenants = TenantDirectory(engine)
     broker = Broker(engine, contexts)
+    ledger = Ledger(engine, settings.data_dir)
     temporal = Temporal(engine)
     # Attribute history is recorded inside every entity write's transaction.
     broker.add_change_listener(temporal.record)
@@ -69,9 +76,10 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings=settings,
         engine=engine,
         authenticator=Authenticator(engine, settings),
-        tenants=TenantDirectory(engine),
+        tenants=tenants,
         broker=broker,
-        ledger=Ledger(engine, settings.data_dir),
+        ledger=ledger,
+        watch=WatchService(engine, settings, broker, tenants, ledger),
         temporal=temporal,
         # Registers the outbox listener on the broker's write path.
         subscriptions=Subscriptions(engine, contexts, broker, settings),
@@ -132,7 +140,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs.start()
         worker = None
         if settings.notify_worker:
@@ -140,19 +148,28 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 services.engine, services.subscriptions, services.broker.contexts, settings
             )
             await worker.start()
-        _app.state.delivery = worker
+        app.state.delivery = worker
+        # Devices' MQTT consumer and the watch jobs; with several workers, run them once
+        # with `kizuna watch ingest` instead (one MQTT session, one scheduler).
+        runtime = WatchRuntime(services.watch)
+        runtime.start(
+            mqtt=settings.workers == 1,
+            jobs=settings.watch_jobs_enabled and settings.workers == 1,
+        )
+        app.state.watch_runtime = runtime
         try:
             yield
         finally:
+            runtime.stop()
             if worker is not None:
                 await worker.stop()
             jobs.stop()
 
     app = FastAPI(
-        lifespan=lifespan,
         title="Kizuna city OS",
         version=__version__,
         description="NGSI-LD context broker and resident services for municipalities (都市OS)",
+        lifespan=lifespan,
     )
     app.state.services = services
 
@@ -185,7 +202,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(auth_router)
     app.include_router(tenancy_router)
     app.include_router(ledger_router)
-    mount_web(app, page_modules=[energy_pages])
+    app.include_router(watch_router)
+    mount_web(app, page_modules=[energy_pages, watch_pages])
     app.add_middleware(
         BodySizeLimit,
         limit=settings.max_body_bytes,

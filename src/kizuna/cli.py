@@ -11,6 +11,7 @@ from rich.console import Console
 from kizuna.energy.cli import energy_app
 from kizuna.ledger.cli import ledger_app
 from kizuna.settings import Settings, get_settings
+from kizuna.watch.cli import watch_app
 
 app = typer.Typer(help="Kizuna (絆) city OS", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance")
@@ -18,6 +19,7 @@ users_app = typer.Typer(help="Users and API keys")
 app.add_typer(db_app, name="db")
 app.add_typer(energy_app, name="energy", help="Local consumption of waste-to-energy power")
 app.add_typer(users_app, name="users")
+app.add_typer(watch_app, name="watch", help="Mimamori and flood sensors (MQTT ingest, jobs)")
 temporal_app = typer.Typer(help="NGSI-LD temporal history")
 app.add_typer(temporal_app, name="temporal")
 app.add_typer(ledger_app, name="ledger", help="Regional points ledger: verify, checkpoints, jobs")

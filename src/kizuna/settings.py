@@ -56,6 +56,33 @@ class Settings(BaseSettings):
 
     token_ttl_hours: int = 12
 
+    # Mimamori and flood watch (kizuna.watch). Empty MQTT URL: the app does not start the
+    # MQTT consumer (run `kizuna watch ingest` instead, or set mqtt://127.0.0.1:1883).
+    watch_mqtt_url: str = ""
+    # Topics are <prefix>/<tenant>/<device id>/<detections|reading>.
+    watch_mqtt_topic_prefix: str = "kizuna"
+    # A stable client id keeps the broker-side session (QoS 1 messages queued while away).
+    watch_mqtt_client_id: str = "kizuna-watch-ingest"
+    # True only where broker ACLs already bind each device to its own topic (see docs/watch.md).
+    watch_mqtt_trust_topic: bool = False
+    watch_retention_days: int = 30
+    # Published per-area-per-hour counts: cells with fewer distinct tags are withheld.
+    watch_min_published_count: int = 5
+    # Background jobs (not-seen checks, beacon silence, webhooks, retention, counts).
+    watch_jobs_enabled: bool = True
+    watch_job_interval_seconds: float = 30.0
+    # A flood beacon unheard this long is taken to be under water.
+    watch_beacon_silence_minutes: float = 10.0
+    # Volunteer phones: points per accepted detections, and caps (administrative points).
+    watch_volunteer_detections_per_point: int = 20
+    watch_volunteer_daily_point_cap: int = 10
+    watch_volunteer_monthly_point_cap: int = 100
+    # The points are paid through the ledger: this administrative currency, from this budget
+    # account of the tenant (the town funds it), into the volunteer's wallet account.
+    watch_volunteer_currency: str = "gyosei"
+    watch_volunteer_budget_account: str = "budget:mimamori"
+    watch_volunteer_wallet_account: str = "resident:{username}"
+
     # Ledger jobs in every server process (0 turns one off): sign a checkpoint of each
     # tenant's log when it grew; void timed-out pending transfers and sweep expired lots.
     ledger_checkpoint_seconds: float = 60
