@@ -31,6 +31,9 @@ from kizuna.energy import pages as energy_pages
 from kizuna.ledger.jobs import LedgerJobs
 from kizuna.ledger.routes import router as ledger_router
 from kizuna.ledger.service import Ledger
+from kizuna.points import pages as points_pages
+from kizuna.points.routes import router as points_router
+from kizuna.points.service import Points
 from kizuna.problems import Problem
 from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
@@ -58,6 +61,7 @@ class Services:
     watch: WatchService
     temporal: Temporal
     subscriptions: Subscriptions
+    points: Points
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
@@ -83,6 +87,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         temporal=temporal,
         # Registers the outbox listener on the broker's write path.
         subscriptions=Subscriptions(engine, contexts, broker, settings),
+        points=Points(engine, ledger, settings.data_dir, settings.points_qr_secret),
     )
 
 
@@ -203,7 +208,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(tenancy_router)
     app.include_router(ledger_router)
     app.include_router(watch_router)
-    mount_web(app, page_modules=[energy_pages, watch_pages])
+    app.include_router(points_router)
+    mount_web(app, page_modules=[energy_pages, watch_pages, points_pages])
     app.add_middleware(
         BodySizeLimit,
         limit=settings.max_body_bytes,

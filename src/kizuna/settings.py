@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     notify_backoff_base: float = 0.5  # first retry after this, doubling per attempt
     notify_backoff_max: float = 60.0
     notify_give_up_seconds: float = 86_400.0  # undelivered this long: kept as dead
+    # Points: the key that signs shop QR codes (empty: a random key kept in
+    # data_dir/points/qr.key, shared by every server on that folder).
+    points_qr_secret: str = ""
+    # Points: an OIDC identity claim that counts as 実名 verification (dotted path, e.g.
+    # "verified_claims.verification.trust_framework"); empty: staff verify every resident.
+    points_oidc_verified_claim: str = ""
 
     def effective_database_url(self) -> str:
         if self.database_url:

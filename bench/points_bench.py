@@ -1,0 +1,261 @@
+"""Points: the payment round trip through the API with many concurrent payers, against the
+ledger's own batched rate measured in the same run; and every points page's server time
+with the demo data. PostgreSQL, a real `kizuna serve` process.
+
+    .venv/bin/python bench/points_bench.py [--payers 200] [--rounds 5]
+
+Round trip = POST /points/api/payments (hold: a pending ledger transfer) + POST
+/points/api/payments/{id}/confirm (post it), each payer with their own bearer token,
+waiting for one answer before the next request (like a phone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import kizuna_server, percentile, pg_schema, schema_url  # noqa: E402
+
+TENANT = "bench"  # the payers' municipality; the demo seeds 高砂市 ("takasago")
+
+
+def seed_payers(url: str, data_dir: Path, payers: int) -> tuple[list[str], str]:
+    """A programme, one shop and ``payers`` verified residents with 100,000 pt each;
+    returns their bearer tokens and the shop code."""
+    from kizuna.app import build_services
+    from kizuna.auth import service as auth
+    from kizuna.auth.service import Role
+    from kizuna.points.schemas import ProgrammeCreate, ResidentCreate, ShopCreate
+    from kizuna.settings import Settings
+    from kizuna.storage import writer
+
+    services = build_services(Settings(database_url=url, data_dir=data_dir))
+    services.tenants.create_tenant(TENANT, "高砂市", "Takasago")
+    points = services.points
+    points.setup_programme(
+        TENANT,
+        ProgrammeCreate(name_ja="ベンチ", budgets={"eco": 10**9, "volunteer": 10**10, "coupon": 1}),
+    )
+    points.register_shop(
+        TENANT, ShopCreate(code="bench-shop", name="ベンチ商店", town="荒井町", address="x")
+    )
+    tokens = []
+    with writer(services.engine).begin() as conn:
+        for n in range(payers):
+            auth.create_user(conn, f"payer{n}", f"payer {n}", Role.RESIDENT, "pw", [TENANT])
+    from kizuna.ledger.schemas import TransferCreate
+
+    for n in range(payers):
+        r = points.register_resident(
+            TENANT,
+            f"payer{n}",
+            ResidentCreate(real_name=f"住民{n}", kana="じゅうみん", town="荒井町"),
+        )
+        points.verify_resident(TENANT, r.id, "bench")
+        points.ledger.post_transfer(
+            TENANT,
+            TransferCreate(
+                id=str(uuid.uuid4()),
+                debit_account="budget:volunteer",
+                credit_account=r.wallet,
+                amount=100_000,
+                currency="pt",
+                code="volunteer",
+            ),
+        )
+        with writer(services.engine).begin() as conn:
+            token, _ = auth.issue_token(conn, f"payer{n}", "pw", timedelta(hours=2))
+        tokens.append(token)
+    services.engine.dispose()
+    return tokens, "bench-shop"
+
+
+def ledger_batched_rate(url: str, data_dir: Path, n: int = 20_000, batch: int = 1000) -> float:
+    """The ledger's own rate for the same kind of transfer (wallet → shop), batched."""
+    from kizuna.ledger.schemas import AccountCreate, CurrencyCreate, TransferCreate
+    from kizuna.ledger.service import Ledger
+    from kizuna.storage import create_engine_for
+
+    engine = create_engine_for(url)
+    ledger = Ledger(engine, data_dir)
+    t = "bench-ledger"
+    ledger.create_currency(t, CurrencyCreate(code="pt", name_ja="pt", kind="administrative"))
+    wallets = [f"resident:{i}" for i in range(200)]
+    ledger.open_accounts(
+        t, [AccountCreate(code=w, currency="pt", kind="resident") for w in wallets]
+    )
+    ledger.open_account(t, AccountCreate(code="shop:1", currency="pt", kind="merchant"))
+    funding = [
+        TransferCreate(
+            id=str(uuid.uuid4()),
+            debit_account="issuance:pt",
+            credit_account=w,
+            amount=10**7,
+            currency="pt",
+        )
+        for w in wallets
+    ]
+    ledger.post_transfers(t, funding)
+    rng = random.Random(3)
+    items = [
+        TransferCreate(
+            id=str(uuid.uuid4()),
+            debit_account=rng.choice(wallets),
+            credit_account="shop:1",
+            amount=rng.randint(100, 2000),
+            currency="pt",
+            code="payment",
+        )
+        for _ in range(n)
+    ]
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        results = ledger.post_transfers(t, items[i : i + batch])
+        assert all(r.ok for r in results)
+    rate = n / (time.perf_counter() - t0)
+    engine.dispose()
+    return rate
+
+
+async def payments(port: int, tokens: list[str], shop: str, rounds: int) -> dict:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
+    ) as client:
+
+        async def payer(token: str, count: int, record: bool) -> None:
+            headers = {"Authorization": f"Bearer {token}", "NGSILD-Tenant": TENANT}
+            for _ in range(count):
+                pid = str(uuid.uuid4())
+                t = time.perf_counter()
+                r = await client.post(
+                    "/points/api/payments",
+                    json={"id": pid, "shop": shop, "amount": random.randint(100, 900)},
+                    headers=headers,
+                )
+                assert r.status_code == 200, r.text
+                r = await client.post(f"/points/api/payments/{pid}/confirm", headers=headers)
+                assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+                if record:
+                    latencies.append((time.perf_counter() - t) * 1000)
+
+        await asyncio.gather(*(payer(tok, 1, False) for tok in tokens))  # warm up
+        t0 = time.perf_counter()
+        await asyncio.gather(*(payer(tok, rounds, True) for tok in tokens))
+        elapsed = time.perf_counter() - t0
+    return {
+        "payments": len(latencies),
+        "payers": len(tokens),
+        "per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+    }
+
+
+def page_times(url: str, data_dir: Path, port: int) -> dict[str, float]:
+    """Median server time of each points page with the demo data (20 requests each)."""
+    from kizuna.app import build_services
+    from kizuna.auth.service import Role, create_user
+    from kizuna.points import demo
+    from kizuna.settings import Settings
+    from kizuna.storage import writer
+
+    services = build_services(Settings(database_url=url, data_dir=data_dir))
+    services.tenants.create_tenant(demo.TENANT, "高砂市", "Takasago")
+    with writer(services.engine).begin() as conn:
+        create_user(
+            conn, "takasago-staff", "職員", Role.MUNICIPAL_STAFF, demo.PASSWORD, [demo.TENANT]
+        )
+    demo.seed(services)
+    resident = services.points.resident_for_user(demo.TENANT, "takasago-r01")
+    pay_path = services.points.pay_path(demo.TENANT, "sakura-bakery")
+    services.engine.dispose()
+    pages = {
+        "takasago-r01": [
+            "/points/wallet",
+            "/points/eco",
+            "/points/thanks",
+            "/points/coupons",
+            f"/points/thanks/to/{resident.member_code}",
+            pay_path,
+        ],
+        "shop-sakura-bakery": ["/points/shop", "/points/shop/statements"],
+        "takasago-staff": [
+            "/points/staff",
+            "/points/staff/residents",
+            "/points/staff/approvals",
+            "/points/staff/volunteer",
+            "/points/staff/shops",
+            "/points/staff/actions",
+            "/points/staff/coupons",
+            "/points/staff/settlement",
+        ],
+    }
+    out: dict[str, float] = {}
+    for user, paths in pages.items():
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            r = client.post(
+                "/login", data={"username": user, "password": demo.PASSWORD, "next": "/"}
+            )
+            assert r.status_code in (200, 303), r.text
+            for path in paths:
+                times = []
+                for _ in range(21):
+                    t = time.perf_counter()
+                    r = client.get(path)
+                    times.append((time.perf_counter() - t) * 1000)
+                    assert r.status_code == 200, (path, r.status_code, r.text[:300])
+                out[path.split("?")[0]] = statistics.median(times[1:])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--payers", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    # One QR key for the seeding here and the server process (both read the environment).
+    os.environ.setdefault("KIZUNA_POINTS_QR_SECRET", uuid.uuid4().hex)
+    with pg_schema() as schema:
+        url = schema_url(schema)
+        data_dir = Path(tempfile.mkdtemp(prefix="kizuna-points-bench-"))
+        print(f"seeding {args.payers} payers …", flush=True)
+        tokens, shop = seed_payers(url, data_dir, args.payers)
+        port = random.randint(20000, 40000)
+        with kizuna_server(url, port):
+            http = asyncio.run(payments(port, tokens, shop, args.rounds))
+            print(
+                f"payment round trip (hold + confirm), {http['payers']} concurrent payers, "
+                f"{http['payments']} payments: p50 {http['p50_ms']:.0f} ms, p99 {http['p99_ms']:.0f} ms "
+                f"(goal < 150 ms), {http['per_s']:.0f} payments/s",
+                flush=True,
+            )
+        rate = ledger_batched_rate(url, data_dir)
+        print(f"ledger batched (1,000 per batch), same machine and run: {rate:,.0f} transfers/s")
+        print(
+            f"ratio: payments/s ÷ ledger batched transfers/s = {http['per_s'] / rate:.3f} "
+            f"(each payment is 2 ledger transfers: {2 * http['per_s'] / rate:.3f} of the ledger's rate)"
+        )
+        with kizuna_server(url, port + 1):
+            times = page_times(url, data_dir, port + 1)
+        worst = max(times.values())
+        for path, ms in times.items():
+            print(f"  {path:40s} {ms:6.1f} ms")
+        print(f"pages with the demo data: median per page, worst {worst:.1f} ms (goal < 100 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""REST routes of the points programme (``/points/api/...``) for apps and shop registers.
+
+Tenancy and credentials come from below the routes (``tenancy.deps``): a resident acts with
+their own bearer token (or an OIDC token) in their municipality; who the wallet belongs to
+is the signed-in user, never a parameter. Errors are ProblemDetails whose ``detail`` is the
+Japanese message (``ja`` / ``en`` carry both); nothing is moved when one is returned.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import jwt
+from fastapi import APIRouter, Header, Request
+from fastapi.concurrency import run_in_threadpool
+
+from kizuna.auth.service import Role
+from kizuna.points.publish import monthly_entities
+from kizuna.points.schemas import EcoLog, EcoLogIn, Payment, PaymentIn, Resident, ThanksIn
+from kizuna.points.service import Points, PointsError, error
+from kizuna.problems import forbidden
+from kizuna.tenancy.deps import ReadScope
+from kizuna.tenancy.service import TenantScope
+
+router = APIRouter(prefix="/points/api", tags=["points"])
+
+
+def _points(request: Request) -> Points:
+    return request.app.state.services.points
+
+
+def _me(request: Request, scope: TenantScope) -> Resident:
+    principal = scope.principal
+    if principal.role != Role.RESIDENT or principal.kind not in ("user", "oidc"):
+        raise forbidden("Only residents have a wallet")
+    username = principal.subject.split(":", 1)[1]
+    resident = _points(request).resident_for_user(scope.tenant, username)
+    if resident is None:
+        raise error(
+            "not-registered",
+            "ポイントの利用登録がまだです。",
+            "Register for the points programme first.",
+            404,
+        )
+    return resident
+
+
+@router.post("/payments", response_model=Payment)
+async def authorize(request: Request, scope: ReadScope, body: PaymentIn) -> Payment:
+    """Hold the points for a payment at a shop (two-phase); confirm within 5 minutes."""
+    points = _points(request)
+    resident = await run_in_threadpool(_me, request, scope)
+    return await run_in_threadpool(points.authorize, scope.tenant, resident, body)
+
+
+@router.post("/payments/{payment_id}/confirm", response_model=Payment)
+async def confirm(request: Request, scope: ReadScope, payment_id: str) -> Payment:
+    points = _points(request)
+    resident = await run_in_threadpool(_me, request, scope)
+    return await run_in_threadpool(points.confirm, scope.tenant, resident, payment_id)
+
+
+@router.post("/payments/{payment_id}/cancel", response_model=Payment)
+async def cancel(request: Request, scope: ReadScope, payment_id: str) -> Payment:
+    points = _points(request)
+    resident = await run_in_threadpool(_me, request, scope)
+    return await run_in_threadpool(points.cancel, scope.tenant, resident, payment_id)
+
+
+@router.get("/payments/{payment_id}", response_model=Payment)
+def get_payment(request: Request, scope: ReadScope, payment_id: str) -> Payment:
+    resident = _me(request, scope)
+    payment = _points(request).payment(scope.tenant, payment_id)
+    if payment is None or payment.member_code != resident.member_code:
+        raise error("payment-not-found", "お支払いが見つかりません。", "No such payment.", 404)
+    return payment
+
+
+@router.get("/wallet")
+def wallet(request: Request, scope: ReadScope) -> dict[str, Any]:
+    resident = _me(request, scope)
+    w = _points(request).wallet(scope.tenant, resident)
+    return {
+        "member_code": resident.member_code,
+        "verified": resident.verified,
+        "balance": w.balance,
+        "available": w.available,
+        "expiring": [{"expires_at": t, "amount": n} for t, n in w.expiring],
+        "history": w.history,
+    }
+
+
+@router.post("/eco", response_model=EcoLog)
+def log_eco(request: Request, scope: ReadScope, body: EcoLogIn) -> EcoLog:
+    return _points(request).log_action(scope.tenant, _me(request, scope), body)
+
+
+@router.post("/thanks")
+def thanks(request: Request, scope: ReadScope, body: ThanksIn) -> dict[str, Any]:
+    result = _points(request).thank(scope.tenant, _me(request, scope), body)
+    return {"transfer_id": result["transfer"].id, "replay": result["replay"]}
+
+
+@router.get("/aggregates")
+def aggregates(request: Request, scope: ReadScope) -> list[dict[str, Any]]:
+    """The monthly aggregates as NGSI-LD entities (what publishing puts in the broker)."""
+    if scope.principal.role not in (Role.MUNICIPAL_STAFF, Role.PLATFORM_ADMIN):
+        raise forbidden("Municipal staff only")
+    return monthly_entities(request.app.state.services, scope.tenant)
+
+
+@router.post("/residents/me/verify-oidc", response_model=None)
+def verify_oidc(
+    request: Request,
+    scope: ReadScope,
+    authorization: Annotated[str, Header()] = "",
+) -> dict[str, Any]:
+    """実名 verification by the configured OIDC provider's identity claim: the token was
+    checked (signature, issuer, audience) by the authenticator; the claim named by
+    ``KIZUNA_POINTS_OIDC_VERIFIED_CLAIM`` must be present and truthy."""
+    settings = request.app.state.services.settings
+    claim = settings.points_oidc_verified_claim
+    if scope.principal.kind != "oidc" or not claim:
+        raise error(
+            "oidc-not-configured",
+            "OIDCによる本人確認は設定されていません。窓口で確認してください。",
+            "OIDC identity verification is not configured.",
+            400,
+        )
+    resident = _me(request, scope)
+    token = authorization.partition(" ")[2]
+    claims = jwt.decode(token, options={"verify_signature": False})  # verified above
+    value: Any = claims
+    for part in claim.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if not value:
+        raise PointsError(
+            403,
+            "oidc-not-verified",
+            "本人確認の情報がトークンにありません。",
+            "The token carries no identity verification.",
+        )
+    done = _points(request).verify_resident(
+        scope.tenant, resident.id, f"oidc:{settings.oidc_issuer or 'provider'}"
+    )
+    return {"verified": done.verified, "verified_by": done.verified_by}

@@ -1,0 +1,284 @@
+"""Points pages and REST routes without a browser: who may see what, forms that are
+idempotent, refusals as readable pages, exports for Excel, the poster, the broker."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kizuna.app import create_app
+from kizuna.auth import service as auth
+from kizuna.auth.service import Role
+from kizuna.points.schemas import ProgrammeCreate, ResidentCreate, ShopCreate, VolunteerIn
+from kizuna.settings import Settings
+from kizuna.storage import writer
+
+T = "takasago"
+PW = "correct-horse"
+
+
+@pytest.fixture
+def app(sqlite_engine, tmp_path):  # noqa: ANN001, ANN201
+    app = create_app(Settings(data_dir=tmp_path), sqlite_engine)
+    services = app.state.services
+    services.tenants.create_tenant(T, "高砂市", "Takasago City")
+    with writer(sqlite_engine).begin() as conn:
+        for name, role in (
+            ("hanako", Role.RESIDENT),
+            ("taro", Role.RESIDENT),
+            ("bakery", Role.MERCHANT),
+            ("pmo", Role.MUNICIPAL_STAFF),
+            ("viewer", Role.MUNICIPAL_STAFF),
+        ):
+            auth.create_user(conn, name, name, role, PW, [T])
+    points = services.points
+    points.setup_programme(
+        T, ProgrammeCreate(name_ja="たかさご未来資産ポイント", eligible_towns=["荒井町"])
+    )
+    points.set_staff_role(T, "pmo", "admin")
+    points.register_shop(
+        T,
+        ShopCreate(
+            code="bakery",
+            name="さくらベーカリー",
+            town="荒井町",
+            address="荒井町1",
+            username="bakery",
+        ),
+    )
+    for user, town in (("hanako", "荒井町"), ("taro", "伊保")):
+        r = points.register_resident(T, user, ResidentCreate(real_name=user, kana=user, town=town))
+        points.verify_resident(T, r.id, "staff:pmo")
+        points.record_volunteering(
+            T,
+            VolunteerIn(
+                id=str(uuid.uuid4()),
+                member_code=r.member_code,
+                activity="清掃",
+                activity_date=datetime.now(UTC).date(),
+                hours=1,
+                points=1000,
+            ),
+            "pmo",
+        )
+    return app
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:  # noqa: ANN001
+    with TestClient(app) as c:
+        yield c
+
+
+def _login(client: TestClient, user: str) -> str:
+    client.post("/login", data={"username": user, "password": PW, "next": "/"})
+    page = client.get("/points/help")
+    return re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text).group(1)
+
+
+def _html(client: TestClient, path: str):  # noqa: ANN202
+    return client.get(path, headers={"Accept": "text/html"})
+
+
+def test_each_role_sees_only_its_pages(client):
+    _login(client, "hanako")
+    assert _html(client, "/points/wallet").status_code == 200
+    assert _html(client, "/points/shop").status_code == 403
+    assert _html(client, "/points/staff").status_code == 403
+    _login(client, "bakery")
+    assert "さくらベーカリー" in _html(client, "/points/shop").text
+    assert _html(client, "/points/wallet").status_code == 403
+    _login(client, "viewer")
+    assert _html(client, "/points/staff").status_code == 200
+    assert _html(client, "/points/staff/settlement").status_code == 403  # viewer only
+    _login(client, "pmo")
+    for path in (
+        "/points/staff",
+        "/points/staff/residents",
+        "/points/staff/approvals",
+        "/points/staff/volunteer",
+        "/points/staff/shops",
+        "/points/staff/actions",
+        "/points/staff/coupons",
+        "/points/staff/settlement",
+    ):
+        assert _html(client, path).status_code == 200, path
+
+
+def test_signed_out_visitors_are_sent_to_sign_in(client):
+    r = client.get("/points/wallet", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
+
+
+def test_pay_confirm_twice_pays_once_and_the_shop_sees_it(app, client):
+    points = app.state.services.points
+    csrf = _login(client, "hanako")
+    path = points.pay_path(T, "bakery")
+    page = client.get(path)
+    pid = re.search(r'name="id" value="([0-9a-f-]+)"', page.text).group(1)
+    r = client.post(
+        path, data={"csrf_token": csrf, "id": pid, "amount": "420"}, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.headers["location"] == f"/points/payments/{pid}"
+    again = client.post(
+        path, data={"csrf_token": csrf, "id": pid, "amount": "420"}, follow_redirects=False
+    )
+    assert again.headers["location"] == f"/points/payments/{pid}"  # a double tap: the same hold
+    assert "お支払い内容の確認" in client.get(f"/points/payments/{pid}").text
+    done = client.post(f"/points/payments/{pid}/confirm", data={"csrf_token": csrf})
+    assert "お支払い完了" in done.text
+    twice = client.post(f"/points/payments/{pid}/confirm", data={"csrf_token": csrf})
+    assert "すでに完了しています" in twice.text
+    hanako = points.resident_for_user(T, "hanako")
+    assert app.state.services.ledger.get_account(T, hanako.wallet).balance == 580
+    csrf = _login(client, "bakery")
+    shop = client.get("/points/shop").text
+    assert 'data-figure="received">420' in shop
+    refund = client.post("/points/shop/refund", data={"csrf_token": csrf, "payment": pid})
+    assert "返金しました" in refund.text
+    assert app.state.services.ledger.get_account(T, hanako.wallet).balance == 1000
+
+
+def test_refusals_are_japanese_pages_and_move_nothing(app, client):
+    points = app.state.services.points
+    csrf = _login(client, "hanako")
+    forged = client.get(f"/points/pay/{T}/bakery?s=AAAA")
+    assert forged.status_code == 400 and "このQRコードは正しくありません" in forged.text
+    path = points.pay_path(T, "bakery")
+    over = client.post(path, data={"csrf_token": csrf, "id": str(uuid.uuid4()), "amount": "5000"})
+    assert over.status_code == 422 and "ポイント残高が足りません" in over.text
+    bill = points.one_off_path(T, "bakery", 300)
+    stale = bill.replace("e=", "e=1")  # tampered expiry
+    assert "正しくありません" in client.get(stale).text
+    taro = points.resident_for_user(T, "taro")
+    thanks = client.post(
+        "/points/thanks",
+        data={"csrf_token": csrf, "id": str(uuid.uuid4()), "to": taro.member_code, "amount": "400"},
+    )
+    assert thanks.status_code == 422 and "1日に贈れるのは300 pt" in thanks.text
+    no_csrf = client.post(
+        "/points/thanks", data={"id": str(uuid.uuid4()), "to": taro.member_code, "amount": "1"}
+    )
+    assert no_csrf.status_code == 403
+    hanako = points.resident_for_user(T, "hanako")
+    assert app.state.services.ledger.get_account(T, hanako.wallet).balance == 1000
+
+
+def test_one_off_qr_pays_once(app, client):
+    points = app.state.services.points
+    csrf = _login(client, "hanako")
+    bill = points.one_off_path(T, "bakery", 250)
+    page = client.get(bill)
+    assert 'value="250" readonly' in page.text
+    client.post(bill, data={"csrf_token": csrf, "id": "ignored", "amount": "1"})
+    pid = points.check_link(T, "bakery", *_q(bill)).payment_id
+    assert points.payment(T, pid).points == 250  # the QR's amount, not the form's
+    client.post(f"/points/payments/{pid}/confirm", data={"csrf_token": csrf})
+    again = client.get(bill, follow_redirects=False)
+    assert again.status_code == 303 and again.headers["location"] == f"/points/payments/{pid}"
+
+
+def _q(path: str) -> tuple:
+    q = dict(p.split("=", 1) for p in path.split("?")[1].split("&"))
+    return q["s"], q["a"], q["e"], q["n"]
+
+
+def test_settlement_waits_for_the_month_end_then_pays_once(app, client, monkeypatch):
+    points = app.state.services.points
+    hanako = points.resident_for_user(T, "hanako")
+    from kizuna.points.schemas import PaymentIn
+
+    pid = str(uuid.uuid4())
+    points.authorize(T, hanako, PaymentIn(id=pid, shop="bakery", amount=1000))
+    points.confirm(T, hanako, pid)
+    csrf = _login(client, "pmo")
+    month = datetime.now(UTC).astimezone(points_jst()).strftime("%Y-%m")
+    early = client.post("/points/staff/settlement", data={"csrf_token": csrf, "month": month})
+    assert "月末が過ぎてから" in early.text
+    start = datetime.strptime(month + "-01", "%Y-%m-%d")
+    later = (start + timedelta(days=33)).replace(tzinfo=UTC)
+    monkeypatch.setattr("kizuna.points.service.now", lambda: later)
+    monkeypatch.setattr("kizuna.ledger.settlement.now_us", lambda: int(later.timestamp() * 1e6))
+    done = client.post("/points/staff/settlement", data={"csrf_token": csrf, "month": month})
+    assert "1店舗" in done.text and "985円" in done.text  # 1.5 % fee, rounded down
+    client.post("/points/staff/settlement", data={"csrf_token": csrf, "month": month})
+    shop = app.state.services.ledger.get_account(T, "shop:bakery")
+    assert shop.balance == 0 and shop.debits_posted == 1000  # settled once
+    csv = client.get(f"/points/staff/settlement.csv?month={month}")
+    assert csv.content.startswith(b"\xef\xbb\xbf") and "さくらベーカリー" in csv.content.decode()
+
+
+def test_dashboard_csv_chart_poster_and_broker(app, client):
+    csrf = _login(client, "pmo")
+    csv = client.get("/points/staff/dashboard.csv")
+    assert csv.content.startswith(b"\xef\xbb\xbf") and "付与ポイント" in csv.content.decode()
+    chart = client.get("/points/staff/charts/points-month.svg")
+    assert chart.status_code == 200 and chart.text.lstrip().startswith("<?xml")
+    r = client.post("/points/staff/publish", data={"csrf_token": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and "published=6" in r.headers["location"]
+    month = datetime.now(UTC).astimezone(points_jst()).strftime("%Y-%m")
+    entity = client.get(
+        f"/ngsi-ld/v1/entities/urn:ngsi-ld:PointsProgrammeMonthly:{T}:{month}",
+        headers={"NGSILD-Tenant": T},
+    )
+    assert entity.status_code == 200 and entity.json()["pointsIssued"]["value"] == 2000
+    assert "activeResidents" not in entity.json()  # 2 < 5: withheld
+    _login(client, "bakery")
+    pdf = client.get("/points/shop/poster.pdf")
+    assert pdf.content.startswith(b"%PDF") and b"/MediaBox [ 0 0 595.44 841.68 ]" in pdf.content
+
+
+def test_rest_payment_round_trip_for_a_resident_token(app, client):
+    with writer(app.state.services.engine).begin() as conn:
+        token, _ = auth.issue_token(conn, "hanako", PW, timedelta(hours=1))
+    h = {"Authorization": f"Bearer {token}", "NGSILD-Tenant": T}
+    pid = str(uuid.uuid4())
+    r = client.post(
+        "/points/api/payments", json={"id": pid, "shop": "bakery", "amount": 300}, headers=h
+    )
+    assert r.status_code == 200 and r.json()["status"] == "authorized"
+    assert (
+        client.post(f"/points/api/payments/{pid}/confirm", headers=h).json()["status"]
+        == "completed"
+    )
+    assert (
+        client.post(f"/points/api/payments/{pid}/confirm", headers=h).json()["status"]
+        == "completed"
+    )
+    assert client.get("/points/api/wallet", headers=h).json()["balance"] == 700
+    over = client.post(
+        "/points/api/payments",
+        json={"id": str(uuid.uuid4()), "shop": "bakery", "amount": 9000},
+        headers=h,
+    )
+    assert over.status_code == 422 and "残高が足りません" in over.json()["detail"]
+    with writer(app.state.services.engine).begin() as conn:
+        shop_token, _ = auth.issue_token(conn, "bakery", PW, timedelta(hours=1))
+    denied = client.get(
+        "/points/api/wallet", headers={"Authorization": f"Bearer {shop_token}", "NGSILD-Tenant": T}
+    )
+    assert denied.status_code == 403
+
+
+def test_points_reaches_the_ledger_only_through_its_front_door():
+    from pathlib import Path
+
+    import kizuna.points
+
+    allowed = {"kizuna.ledger.service", "kizuna.ledger.schemas"}
+    for path in Path(kizuna.points.__file__).parent.glob("*.py"):
+        for found in re.findall(
+            r"^\s*(?:from|import) (kizuna\.ledger[\w.]*)", path.read_text(), re.M
+        ):
+            assert found in allowed, f"{path.name} imports {found}"
+
+
+def points_jst():  # noqa: ANN201
+    from kizuna.points.service import JST
+
+    return JST
