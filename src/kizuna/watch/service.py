@@ -870,6 +870,13 @@ class WatchService:
                     .values(not_seen_hours=body.not_seen_hours, not_seen_alerted_at=None)
                 )
             if "webhook_url" in fields:
+                url = body.webhook_url
+                if url is not None and (
+                    url.scheme != "https" and not self.settings.watch_webhook_allow_http
+                ):
+                    raise invalid_request("A webhook must be an https:// address")
+                if url is not None and (url.username or url.password):
+                    raise invalid_request("A webhook address must not carry a user or password")
                 conn.execute(
                     update(guardians)
                     .where(
