@@ -22,6 +22,9 @@ from kizuna.auth.service import Authenticator
 from kizuna.broker.context import ContextStore
 from kizuna.broker.routes import router as broker_router
 from kizuna.broker.service import Broker
+from kizuna.broker.subscriptions.delivery import DeliveryWorker
+from kizuna.broker.subscriptions.routes import router as subscriptions_router
+from kizuna.broker.subscriptions.service import Subscriptions
 from kizuna.broker.temporal.routes import router as temporal_router
 from kizuna.broker.temporal.service import Temporal
 from kizuna.energy import pages as energy_pages
@@ -54,6 +57,7 @@ class Services:
     ledger: Ledger
     watch: WatchService
     temporal: Temporal
+    subscriptions: Subscriptions
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
@@ -61,8 +65,9 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine_for(settings.effective_database_url())
     upgrade_to_head(engine)
+    contexts = ContextStore(engine, settings)
     tenants = TenantDirectory(engine)
-    broker = Broker(engine, ContextStore(engine, settings))
+    broker = Broker(engine, contexts)
     ledger = Ledger(engine, settings.data_dir)
     temporal = Temporal(engine)
     # Attribute history is recorded inside every entity write's transaction.
@@ -76,6 +81,8 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         ledger=ledger,
         watch=WatchService(engine, settings, broker, tenants, ledger),
         temporal=temporal,
+        # Registers the outbox listener on the broker's write path.
+        subscriptions=Subscriptions(engine, contexts, broker, settings),
     )
 
 
@@ -135,6 +142,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs.start()
+        worker = None
+        if settings.notify_worker:
+            worker = DeliveryWorker(
+                services.engine, services.subscriptions, services.broker.contexts, settings
+            )
+            await worker.start()
+        app.state.delivery = worker
         # Devices' MQTT consumer and the watch jobs; with several workers, run them once
         # with `kizuna watch ingest` instead (one MQTT session, one scheduler).
         runtime = WatchRuntime(services.watch)
@@ -147,6 +161,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             yield
         finally:
             runtime.stop()
+            if worker is not None:
+                await worker.stop()
             jobs.stop()
 
     app = FastAPI(
@@ -182,6 +198,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     app.include_router(broker_router)
     app.include_router(temporal_router)
+    app.include_router(subscriptions_router)
     app.include_router(auth_router)
     app.include_router(tenancy_router)
     app.include_router(ledger_router)

@@ -94,6 +94,17 @@ class Settings(BaseSettings):
     # Temporal API: attribute history older than this many days is removed by
     # ``kizuna temporal prune`` (run it from cron or a timer); 0 keeps history forever.
     temporal_retention_days: int = Field(default=0, ge=0)
+    # Notification delivery (subscriptions): the outbox worker in every serve process.
+    notify_worker: bool = True
+    notify_poll_interval: float = 0.05  # seconds between outbox polls when not woken
+    notify_timeout: float = 10.0  # per HTTP request / MQTT publish acknowledgement
+    notify_per_endpoint: int = 8  # deliveries in flight to one endpoint, per process
+    notify_concurrency: int = 256  # deliveries in flight, per process
+    notify_batch: int = 256  # outbox rows looked at per claim
+    notify_lease_seconds: float = 30.0  # a claimed row comes due again after this
+    notify_backoff_base: float = 0.5  # first retry after this, doubling per attempt
+    notify_backoff_max: float = 60.0
+    notify_give_up_seconds: float = 86_400.0  # undelivered this long: kept as dead
 
     def effective_database_url(self) -> str:
         if self.database_url:

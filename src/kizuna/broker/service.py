@@ -249,7 +249,8 @@ class Broker:
         self, scope: TenantScope, tm: TermMap, entity_id: str, fragment: Any
     ) -> UpdateResult:
         now = self._now()
-        new = _fragment(fragment, tm, to_iso(now))
+        # An attribute (instance) whose value is NGSI-LD Null is deleted (1.8 §5.6.2).
+        new = _fragment(fragment, tm, to_iso(now), allow_null=True)
 
         def work(conn: Connection) -> UpdateResult:
             old = self._existing(conn, scope, entity_id)
@@ -274,6 +275,16 @@ class Broker:
             current = _find_instance(instances, dataset) if instances else None
             if current is None:
                 raise not_found(f"Entity {entity_id} has no attribute {attr}")
+            if _is_null_fragment(fragment):
+                kept = [i for i in instances if i is not current]
+                attrs = dict(old.attrs)
+                if kept:
+                    attrs[iri] = kept
+                else:
+                    del attrs[iri]
+                entity = Entity(old.id, old.types, old.scopes, attrs)
+                self._update(conn, scope, [(old, entity)], now)
+                return
             merged = {**_strip_system(current), **fragment}
             if "type" not in fragment and "value" in fragment and current.get("type") != "Property":
                 merged.pop("type", None)
@@ -543,6 +554,13 @@ class Broker:
             rendered = _render_linked(conn, scope, tm, found, how)
         return QueryResult([e for e in rendered if e], total)
 
+    def matching_rows(self, scope: TenantScope, tm: TermMap, query: Query) -> list[store.Row]:
+        """Stored rows matching a query (no geo-query), in id order, up to ``query.limit``."""
+        with self.engine.connect() as conn:
+            stmt = store.base_select(scope).where(*self._conditions(conn, scope, tm, query))
+            stmt = stmt.order_by(entities.c.id).limit(query.limit)
+            return [store.to_row(r) for r in conn.execute(stmt)]
+
     def _geo_page(
         self, conn: Connection, scope: TenantScope, stmt: Any, tm: TermMap, query: Query
     ) -> tuple[list[store.Row], int | None]:
@@ -783,13 +801,23 @@ def _validate_batch(body: Any, parse: Callable[[Any], T]) -> tuple[list[T], Batc
     return valid, result
 
 
-def _fragment(fragment: Any, tm: TermMap, now: str) -> dict[str, Instances]:
+def _fragment(
+    fragment: Any, tm: TermMap, now: str, *, allow_null: bool = False
+) -> dict[str, Instances]:
     if not isinstance(fragment, dict):
         raise bad_request("The body must be a JSON object of attributes")
     attrs = {k: v for k, v in fragment.items() if k not in ("@context", "id", "type", "scope")}
     if not attrs and "type" not in fragment and "scope" not in fragment:
         raise bad_request("No attributes given")
-    return expand_attributes(attrs, tm, now)
+    return expand_attributes(attrs, tm, now, allow_null=allow_null)
+
+
+def _is_null_fragment(fragment: dict[str, Any]) -> bool:
+    """A partial attribute update whose value is NGSI-LD Null: delete the instance."""
+    return any(
+        fragment.get(key) in (NGSI_LD_NULL, [NGSI_LD_NULL], {"@none": NGSI_LD_NULL})
+        for key in ("value", "object", "languageMap", "valueList", "objectList", "vocab", "json")
+    )
 
 
 def _with_fragment_types(types: list[str], fragment: Any, tm: TermMap) -> list[str]:
@@ -866,7 +894,16 @@ def _update(
                 {"attributeName": tm.compact(iri), "reason": "The entity has no such attribute"}
             )
             continue
-        _put_instances(out, iri, instances)
+        deleted = {i.get("datasetId") for i in instances if i["type"] == DELETED}
+        if deleted:
+            kept = [i for i in out[iri] if i.get("datasetId") not in deleted]
+            if kept:
+                out[iri] = kept
+            else:
+                del out[iri]
+            instances = [i for i in instances if i["type"] != DELETED]
+        if instances:
+            _put_instances(out, iri, instances)
         result.updated.append(tm.compact(iri))
     return out, result
 
