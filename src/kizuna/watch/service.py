@@ -151,10 +151,17 @@ def _coordinate(value: Any, name: str) -> float:
 
 class WatchService:
     def __init__(
-        self, engine: Engine, settings: Settings, broker: Any, tenants: Any, ledger: Any = None
+        self,
+        engine: Engine,
+        settings: Settings,
+        broker: Any,
+        tenants: Any,
+        ledger: Any = None,
+        subscriptions: Any = None,
     ) -> None:
         self.engine = engine
         self.ledger = ledger
+        self.subscriptions = subscriptions
         self.settings = settings
         self.broker = broker
         self.tenants = tenants
