@@ -76,6 +76,8 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
     temporal = Temporal(engine)
     # Attribute history is recorded inside every entity write's transaction.
     broker.add_change_listener(temporal.record)
+    # Registers the outbox listener on the broker's write path.
+    subscriptions = Subscriptions(engine, contexts, broker, settings)
     return Services(
         settings=settings,
         engine=engine,
@@ -83,10 +85,9 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         tenants=tenants,
         broker=broker,
         ledger=ledger,
-        watch=WatchService(engine, settings, broker, tenants, ledger),
+        watch=WatchService(engine, settings, broker, tenants, ledger, subscriptions),
         temporal=temporal,
-        # Registers the outbox listener on the broker's write path.
-        subscriptions=Subscriptions(engine, contexts, broker, settings),
+        subscriptions=subscriptions,
         points=Points(engine, ledger, settings.data_dir, settings.points_qr_secret),
     )
 

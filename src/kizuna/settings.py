@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     watch_volunteer_monthly_point_cap: int = 100
     # The points are paid through the ledger: this administrative currency, from this budget
     # account of the tenant (the town funds it), into the volunteer's wallet account.
+    # Guardians' webhooks: https only (the server POSTs wherever a resident points it, so
+    # plain http to anything, e.g. services on the server's own network, is refused).
+    watch_webhook_allow_http: bool = False
     watch_volunteer_currency: str = "gyosei"
     watch_volunteer_budget_account: str = "budget:mimamori"
     watch_volunteer_wallet_account: str = "resident:{username}"

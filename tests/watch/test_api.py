@@ -94,9 +94,15 @@ def test_arrival_and_departure_notify_in_app_and_by_webhook(town):
         headers=headers,
     )
     assert place.status_code == 201, place.text
+    plain = town.client.patch(
+        f"/watch/v1/tags/{tag}/settings",
+        json={"webhook_url": "http://127.0.0.1:5432/"},
+        headers=headers,
+    )
+    assert plain.status_code == 400  # https only: no posting into the server's own network
     town.client.patch(
         f"/watch/v1/tags/{tag}/settings",
-        json={"webhook_url": "http://127.0.0.1:9/hook"},
+        json={"webhook_url": "https://hooks.example.invalid/hook"},
         headers=headers,
     )
     now = datetime.now(UTC)

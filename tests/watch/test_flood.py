@@ -150,3 +150,63 @@ def test_a_silent_beacon_floods_its_spot_once(town):
     assert spot["floodDepth"]["value"] == 0.2 and spot["alertLevel"]["value"] == 2
     page = town.client.get(f"/watch/flood?town={town.tenant}")
     assert "冠水 20cm" in page.text
+
+
+def test_each_crossing_alerts_exactly_once_through_the_broker_subscription(sqlite_town):
+    """Readings → alertLevel changes → the broker's subscription notifies over real HTTP →
+    one recorded alert per crossing; a redelivered notification records nothing more."""
+    import time
+
+    from kizuna.problems import Problem
+    from tests.browser import live_server
+    from tests.watch.mqtt_helpers import wait_for
+
+    town = sqlite_town
+    with live_server(town.app) as base:
+        town.app.state.services.settings.public_base_url = base
+        flood, device = _gauge(town)
+        start = datetime.now(UTC) - timedelta(hours=4)
+        levels = [-3.5, -3.01, -2.99, -3.01, -2.98, -2.5, -2.01, -1.99, -2.02, -1.7, -2.2, -3.2]
+        for n, level in enumerate(levels):
+            at = (start + timedelta(minutes=10 * n)).isoformat()
+            flood.record_reading(device, {"level": level, "at": at})
+        since = start - timedelta(hours=1)
+        assert wait_for(lambda: len(flood.alerts(town.tenant, since)) >= 4, timeout=30)
+        time.sleep(1.5)  # nothing more arrives
+        alerts = list(reversed(flood.alerts(town.tenant, since)))
+        assert [(a["previous_level"], a["level"]) for a in alerts] == [
+            (0, 1),
+            (1, 2),
+            (2, 1),
+            (1, 0),
+        ]
+        # Replaying a notification (as a retrying notifier would) records nothing new.
+        services = town.app.state.services
+        scope = services.tenants.scope(SYSTEM, town.tenant, write=False)
+        sub = services.subscriptions.retrieve(
+            scope,
+            services.broker.contexts.core,
+            f"urn:ngsi-ld:Subscription:kizuna-watch-flood:{town.tenant}",
+        )
+        key = sub["notification"]["endpoint"]["receiverInfo"][0]["value"]
+        entity = {
+            "id": f"urn:ngsi-ld:WaterLevelGauge:{town.tenant}:g1",
+            "type": "WaterLevelGauge",
+            "alertLevel": {
+                "type": "Property",
+                "value": 1,
+                "observedAt": alerts[0]["at"].isoformat().replace("+00:00", "Z"),
+            },
+            "previousAlertLevel": {"type": "Property", "value": 0},
+        }
+        replay = town.client.post(
+            "/watch/v1/flood/alerts",
+            json={"id": "urn:x", "type": "Notification", "data": [entity]},
+            headers={"NGSILD-Tenant": town.tenant, "X-Kizuna-Watch-Key": key},
+        )
+        assert replay.status_code == 204
+        assert len(flood.alerts(town.tenant, since)) == 4
+        with pytest.raises(Problem):
+            flood.receive_alerts(town.tenant, "forged", {"data": [entity]})
+        page = town.client.get(f"/watch/flood?town={town.tenant}")
+        assert "この24時間の警報" in page.text

@@ -61,7 +61,9 @@ def test_publish_reaches_the_guardian_api(engine, tmp_path):
         pub.publish(f"{prefix}/{town.tenant}/phone-vol/detections", orjson.dumps(single), qos=1)
         # A repeat of the same detections (a device that missed its acknowledgement).
         pub.publish(topic, orjson.dumps(batch), qos=1).wait_for_publish(5)
-        assert wait_for(lambda: _stored(town) == 6 and ingestor.stats.duplicates == 5), (
+        assert wait_for(
+            lambda: _stored(town) == 6 and ingestor.stats.duplicates == 5, timeout=60
+        ), (
             _stored(town),
             ingestor.stats.snapshot(),
         )
@@ -227,7 +229,7 @@ def test_malformed_messages_over_real_mqtt_are_counted_and_ingestion_goes_on(
             **detection(7, town.tags["taro"], lat=STATION[0], lon=STATION[1]),
         }
         pub.publish(topic, orjson.dumps(good), qos=1).wait_for_publish(5)
-        assert wait_for(lambda: _stored(town) == 1)
+        assert wait_for(lambda: _stored(town) == 1, timeout=60), ingestor.stats.snapshot()
         stats = ingestor.stats.snapshot()
         assert stats["rejected_total"] >= len(bad)
         assert {"bad_json", "bad_credential", "unknown_device", "too_large", "bad_tag"} <= set(

@@ -98,7 +98,7 @@ BODIES = {
     },
     "/watch/v1/tags/{tag_id}/settings": {
         "not_seen_hours": 1,
-        "webhook_url": "http://127.0.0.1:9/x",
+        "webhook_url": "https://hooks.example.invalid/x",
     },
     "/watch/v1/tags/{tag_id}/guardians": {"username": "{me}", "relation": "x"},
     "/watch/v1/tags/{tag_id}/places": {"name": "x", "kind": "home", "lat": 34.7, "lon": 134.8},

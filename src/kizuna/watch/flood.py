@@ -14,7 +14,9 @@ dashboard charts); the entity holds the current value for everyone else.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,9 +28,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from kizuna.auth.service import SYSTEM
 from kizuna.broker.ngsild import Rendering
 from kizuna.broker.service import Query
-from kizuna.problems import invalid_request, not_found
+from kizuna.problems import Problem, invalid_request, not_found
 from kizuna.watch import schemas
-from kizuna.watch.models import beacons, gauge_readings
+from kizuna.watch.models import alert_keys, beacons, flood_alerts, gauge_readings
 from kizuna.watch.service import Device, Rejected, WatchService, aware, parse_time
 
 log = logging.getLogger("kizuna.watch.flood")
@@ -148,6 +150,7 @@ class FloodWatch:
         }
         core = self.broker.contexts.core
         self.broker.batch_upsert(self._scope(tenant), lambda _i: core, [entity], replace=True)
+        self.ensure_alert_subscription(tenant)
         body = schemas.DeviceCreate(id=gauge_id, kind="gauge", name=name_ja, lat=lat, lon=lon)
         existing = self.watch.device(tenant, gauge_id)
         if existing is not None:
@@ -194,7 +197,132 @@ class FloodWatch:
                     .on_conflict_do_nothing(index_elements=["tenant_id", "tag_id"])
                 )
         self.watch.forget_beacons(tenant)
+        self.ensure_alert_subscription(tenant)
         return entity_id
+
+    # --- alerts through the broker's subscriptions ----------------------------------
+
+    def alert_endpoint(self) -> str:
+        s = self.settings
+        base = s.public_base_url.rstrip("/") or f"http://{s.host}:{s.port}"
+        return f"{base}/watch/v1/flood/alerts"
+
+    def ensure_alert_subscription(self, tenant: str) -> str | None:
+        """The tenant's subscription on alertLevel of gauges and spots (made once).
+
+        The broker notifies ``/watch/v1/flood/alerts`` on every change of ``alertLevel``,
+        which flood.py writes only on a crossing: one notification per crossing. The
+        notification carries a key (receiverInfo) whose hash is kept here.
+        """
+        subs = self.watch.subscriptions
+        if subs is None:
+            return None
+        sub_id = f"urn:ngsi-ld:Subscription:kizuna-watch-flood:{tenant}"
+        endpoint = self.alert_endpoint()
+        with self.watch.engine.connect() as conn:
+            known = conn.execute(select(alert_keys).where(alert_keys.c.tenant_id == tenant)).first()
+        if known is not None and known.endpoint == endpoint:
+            return sub_id
+        key = secrets.token_urlsafe(24)
+        notification = {
+            "attributes": ["alertLevel", "previousAlertLevel", "alertLevelName"],
+            "format": "normalized",
+            "endpoint": {
+                "uri": endpoint,
+                "accept": "application/json",
+                "receiverInfo": [{"key": "X-Kizuna-Watch-Key", "value": key}],
+            },
+        }
+        body = {
+            "id": sub_id,
+            "type": "Subscription",
+            "subscriptionName": "kizuna watch: flood alert levels",
+            "entities": [{"type": GAUGE_TYPE}, {"type": SPOT_TYPE}],
+            "watchedAttributes": ["alertLevel"],
+            "notification": notification,
+        }
+        scope = self._scope(tenant)
+        core = self.broker.contexts.core
+        try:
+            subs.create(scope, core, body)
+        except Problem as problem:
+            if problem.status != 409:
+                raise
+            subs.update(scope, core, sub_id, {"notification": notification})
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        with self.watch._writer.begin() as conn:
+            conn.execute(alert_keys.delete().where(alert_keys.c.tenant_id == tenant))
+            conn.execute(
+                alert_keys.insert().values(tenant_id=tenant, key_sha256=digest, endpoint=endpoint)
+            )
+        return sub_id
+
+    def receive_alerts(self, tenant: str, key: str | None, notification: Any) -> int:
+        """Record the crossings a broker notification reports; a repeat records nothing."""
+        with self.watch.engine.connect() as conn:
+            known = conn.execute(
+                select(alert_keys.c.key_sha256).where(alert_keys.c.tenant_id == tenant)
+            ).scalar_one_or_none()
+        digest = hashlib.sha256((key or "").encode()).hexdigest()
+        if known is None or not secrets.compare_digest(known, digest):
+            raise Problem(401, "urn:kizuna:errors:Unauthorized", "Unknown notifier", "Bad key")
+        data = notification.get("data") if isinstance(notification, dict) else None
+        if not isinstance(data, list):
+            raise invalid_request("An NGSI-LD notification has a 'data' list")
+        recorded = 0
+        with self.watch._writer.begin() as conn:
+            for entity in data:
+                if not isinstance(entity, dict) or not isinstance(entity.get("id"), str):
+                    continue
+                level = entity.get("alertLevel") or {}
+                previous = (entity.get("previousAlertLevel") or {}).get("value")
+                at = level.get("observedAt")
+                if not isinstance(level.get("value"), int) or not isinstance(at, str):
+                    continue
+                if previous == level["value"]:
+                    continue  # the entity was made: no crossing
+                try:
+                    moment = datetime.fromisoformat(at).astimezone(UTC)
+                except ValueError:
+                    continue
+                inserted = conn.execute(
+                    self._insert(flood_alerts)
+                    .values(
+                        tenant_id=tenant,
+                        entity_id=entity["id"],
+                        level=level["value"],
+                        previous_level=int(previous or 0),
+                        at=moment,
+                        # One row per crossing: the entity and the time alertLevel changed.
+                        notification_id=f"{entity['id']}@{moment.isoformat()}"[-120:],
+                    )
+                    .on_conflict_do_nothing(index_elements=["tenant_id", "notification_id"])
+                    .returning(flood_alerts.c.id)
+                ).first()
+                if inserted is not None:
+                    recorded += 1
+                    log.warning(
+                        "flood alert %s: %s → %s at %s", entity["id"], previous, level["value"], at
+                    )
+        return recorded
+
+    def alerts(self, tenant: str, since: datetime) -> list[dict[str, Any]]:
+        with self.watch.engine.connect() as conn:
+            rows = conn.execute(
+                select(flood_alerts)
+                .where(flood_alerts.c.tenant_id == tenant, flood_alerts.c.at >= since)
+                .order_by(flood_alerts.c.at.desc(), flood_alerts.c.id.desc())
+            ).all()
+        return [
+            {
+                "entity_id": r.entity_id,
+                "level": r.level,
+                "previous_level": r.previous_level,
+                "at": aware(r.at),
+                "rising": r.level > r.previous_level,
+            }
+            for r in rows
+        ]
 
     # --- readings ------------------------------------------------------------------
 
@@ -337,7 +465,23 @@ class FloodWatch:
                     ]
                 gauges.append(_gauge_view(entity, series))
         spots = [_spot_view(e) for e in self._entities(tenant, SPOT_TYPE)]
-        return {"gauges": gauges, "spots": spots}
+        names = {g["entity_id"]: (g["name_ja"], g["name_en"]) for g in gauges}
+        names.update({s["entity_id"]: (s["name_ja"], s["name_en"]) for s in spots})
+        alerts = []
+        for alert in self.alerts(tenant, datetime.now(UTC) - timedelta(hours=hours)):
+            spot = ":FloodSpot:" in alert["entity_id"]
+            level_names = SPOT_LEVEL_NAMES if spot else LEVEL_NAMES
+            ja, en = names.get(alert["entity_id"], (alert["entity_id"], alert["entity_id"]))
+            alerts.append(
+                {
+                    **alert,
+                    "name_ja": ja,
+                    "name_en": en,
+                    "level_ja": level_names[alert["level"]],
+                    "previous_ja": level_names[alert["previous_level"]],
+                }
+            )
+        return {"gauges": gauges, "spots": spots, "alerts": alerts}
 
     def gauge(self, tenant: str, gauge_id: str) -> dict[str, Any]:
         for g in self.dashboard(tenant)["gauges"]:

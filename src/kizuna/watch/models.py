@@ -218,3 +218,13 @@ beacons = Table(
     Column("height_m", Float, nullable=False),
     Column("last_heard_at", TS, nullable=True),
 )
+
+# Per tenant: the hash of the key the flood-alert subscription sends (receiverInfo) with each
+# notification to /watch/v1/flood/alerts, and the endpoint it was made for.
+alert_keys = Table(
+    "watch_alert_keys",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("key_sha256", String(64), nullable=False),
+    Column("endpoint", String(500), nullable=False),
+)

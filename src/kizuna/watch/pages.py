@@ -303,7 +303,7 @@ def flood_page(request: Request, user: OptionalPageUser) -> Response:
     try:
         data = services.watch.flood.dashboard(tenant)
     except Problem:
-        data = {"gauges": [], "spots": []}
+        data = {"gauges": [], "spots": [], "alerts": []}
     names = LEVEL_NAMES if lang == "ja" else LEVEL_NAMES_EN
     for gauge in data["gauges"]:
         gauge["chart"] = maps.gauge_chart(gauge["series"], gauge["thresholds"], tuple(names))
@@ -332,6 +332,7 @@ def flood_page(request: Request, user: OptionalPageUser) -> Response:
         "gauges": data["gauges"],
         "spots": data["spots"],
         "flooded": [s for s in data["spots"] if s["level"] > 0],
+        "alerts": data["alerts"],
         "map": maps.overview_map(markers, lang),
         "colours": maps.LEVEL_COLOURS,
         "spot_names": SPOT_LEVEL_NAMES,

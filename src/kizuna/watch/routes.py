@@ -239,6 +239,16 @@ def flood(request: Request, scope: ReadScope) -> dict[str, Any]:
     return data
 
 
+@router.post("/flood/alerts", status_code=204, include_in_schema=False)
+def flood_alerts(request: Request, body: Annotated[dict[str, Any], Body()]) -> Response:
+    """Where the broker's flood-alert subscription delivers (with its key); records each
+    threshold crossing once, however often the notification is delivered."""
+    _watch(request).flood.receive_alerts(
+        _tenant(request), request.headers.get("x-kizuna-watch-key"), body
+    )
+    return Response(status_code=204)
+
+
 @router.get("/counts")
 def counts(request: Request, scope: ReadScope, hour: datetime) -> list[dict[str, Any]]:
     """Detections per area (0.01° cell) in one hour; cells with too few tags are withheld."""

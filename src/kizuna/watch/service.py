@@ -151,10 +151,17 @@ def _coordinate(value: Any, name: str) -> float:
 
 class WatchService:
     def __init__(
-        self, engine: Engine, settings: Settings, broker: Any, tenants: Any, ledger: Any = None
+        self,
+        engine: Engine,
+        settings: Settings,
+        broker: Any,
+        tenants: Any,
+        ledger: Any = None,
+        subscriptions: Any = None,
     ) -> None:
         self.engine = engine
         self.ledger = ledger
+        self.subscriptions = subscriptions
         self.settings = settings
         self.broker = broker
         self.tenants = tenants
@@ -870,6 +877,13 @@ class WatchService:
                     .values(not_seen_hours=body.not_seen_hours, not_seen_alerted_at=None)
                 )
             if "webhook_url" in fields:
+                url = body.webhook_url
+                if url is not None and (
+                    url.scheme != "https" and not self.settings.watch_webhook_allow_http
+                ):
+                    raise invalid_request("A webhook must be an https:// address")
+                if url is not None and (url.username or url.password):
+                    raise invalid_request("A webhook address must not carry a user or password")
                 conn.execute(
                     update(guardians)
                     .where(
