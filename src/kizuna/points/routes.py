@@ -8,6 +8,7 @@ Japanese message (``ja`` / ``en`` carry both); nothing is moved when one is retu
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 import jwt
@@ -17,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from kizuna.auth.service import Role
 from kizuna.points.publish import monthly_entities
 from kizuna.points.schemas import EcoLog, EcoLogIn, Payment, PaymentIn, Resident, ThanksIn
-from kizuna.points.service import Points, PointsError, error
+from kizuna.points.service import Points, PointsError, error, ledger_error
 from kizuna.problems import forbidden
 from kizuna.tenancy.deps import ReadScope
 from kizuna.tenancy.service import TenantScope
@@ -47,17 +48,55 @@ def _me(request: Request, scope: TenantScope) -> Resident:
 
 @router.post("/payments", response_model=Payment)
 async def authorize(request: Request, scope: ReadScope, body: PaymentIn) -> Payment:
-    """Hold the points for a payment at a shop (two-phase); confirm within 5 minutes."""
+    """Hold the points for a payment at a shop (two-phase); confirm within 5 minutes.
+
+    The checks run in a worker thread; the wait for the ledger's group commit does not
+    hold a thread, so every waiting payment joins the same commit."""
     points = _points(request)
-    resident = await run_in_threadpool(_me, request, scope)
-    return await run_in_threadpool(points.authorize, scope.tenant, resident, body)
+    resident, plan = await run_in_threadpool(
+        lambda: _with_me(request, scope, lambda me: points.plan_authorize(scope.tenant, me, body))
+    )
+    if isinstance(plan, Payment):
+        return plan
+    first = await _post(points, scope.tenant, plan.items)
+    if isinstance(first, PointsError):
+        raise await run_in_threadpool(points.refused, scope.tenant, resident, plan, first)
+    if first.status == "exists":
+        return await run_in_threadpool(points.authorized, scope.tenant, resident, plan, first)
+    return points.authorized(scope.tenant, resident, plan, first)
 
 
 @router.post("/payments/{payment_id}/confirm", response_model=Payment)
 async def confirm(request: Request, scope: ReadScope, payment_id: str) -> Payment:
     points = _points(request)
-    resident = await run_in_threadpool(_me, request, scope)
-    return await run_in_threadpool(points.confirm, scope.tenant, resident, payment_id)
+    resident, plan = await run_in_threadpool(
+        lambda: _with_me(
+            request, scope, lambda me: points.plan_confirm(scope.tenant, me, payment_id)
+        )
+    )
+    if isinstance(plan, Payment):
+        return plan
+    first = await _post(points, scope.tenant, plan.items)
+    if isinstance(first, PointsError):
+        raise await run_in_threadpool(points.confirm_refused, scope.tenant, payment_id, first)
+    return await run_in_threadpool(points.confirmed, scope.tenant, resident, plan, first)
+
+
+def _with_me(request: Request, scope: TenantScope, then: Any) -> tuple[Resident, Any]:
+    me = _me(request, scope)
+    return me, then(me)
+
+
+async def _post(points: Points, tenant: str, items: list[Any]) -> Any:
+    """A single transfer awaits the ledger's group commit without a thread; a linked chain
+    (a payment with a coupon) is one ledger transaction in a worker thread."""
+    if len(items) == 1:
+        result = await asyncio.wrap_future(points.ledger.submit_transfer(tenant, items[0]))
+        return result if result.ok else ledger_error(result)
+    try:
+        return (await run_in_threadpool(points.post_chain, tenant, items))[0]
+    except PointsError as exc:
+        return exc
 
 
 @router.post("/payments/{payment_id}/cancel", response_model=Payment)

@@ -31,6 +31,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from cachetools import TTLCache
 from sqlalchemy import Engine, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -86,6 +87,7 @@ from kizuna.storage import is_postgres, writer
 
 JST = timezone(timedelta(hours=9))
 PREFIX = "urn:kizuna:errors:points:"
+CACHE_SECONDS = 5
 HOLD_SECONDS = 300  # a payment's hold lasts 5 minutes (then the ledger's job voids it)
 ONE_OFF_QR_SECONDS = 300  # a shop's one-off QR with an amount is valid 5 minutes
 BUDGETS = ("eco", "volunteer", "coupon")
@@ -256,7 +258,8 @@ def fiscal_year(day: date) -> int:
     return day.year if day.month >= 4 else day.year - 1
 
 
-def _ledger_error(result: TransferResult) -> PointsError:
+def ledger_error(result: TransferResult) -> PointsError:
+    """A failed ledger result as a PointsError with words for people."""
     assert result.error is not None
     code = result.error.type.rsplit(":", 1)[-1]
     ja, en = LEDGER_MESSAGES.get(
@@ -300,6 +303,30 @@ class PayLink:
 
 
 @dataclass
+class PayPlan:
+    """A checked payment: its hold transfer(s), to hand to the ledger."""
+
+    spec: PaymentIn
+    shop: Shop
+    discount: int
+    points: int
+    use_n: int | None
+    items: list[TransferCreate]
+
+
+@dataclass
+class ConfirmPlan:
+    payment_id: str
+    hold: TransferPublic
+    memo: dict[str, str]
+    bill: int
+    discount: int
+    points: int
+    expires: datetime
+    items: list[TransferCreate]
+
+
+@dataclass
 class Dashboard:
     months: list[str]
     flows: dict[str, dict[str, int]]  # month → issued / spent / expired / refunded / coupon
@@ -322,6 +349,10 @@ class Points:
         self._secret = qr_secret.encode() if qr_secret else b""
         self._secret_lock = threading.Lock()
         self._programmes: dict[str, Programme] = {}
+        # Hot lookups of the pay path, briefly cached: another server's change (a shop
+        # closed, a resident verified) is seen within CACHE_SECONDS; this one's at once.
+        self._cache: TTLCache[tuple, Any] = TTLCache(maxsize=50_000, ttl=CACHE_SECONDS)
+        self._cache_lock = threading.Lock()
 
     # --- programme ---------------------------------------------------------------------------
 
@@ -492,12 +523,26 @@ class Points:
         found = self._resident_where(residents.c.tenant_id == tenant, residents.c.id == resident_id)
         if found is None:
             raise error("resident-not-found", "住民が見つかりません。", "No such resident.", 404)
+        self._forget("resident", tenant, found.username)
         return found
 
     def resident_for_user(self, tenant: str, username: str) -> Resident | None:
-        return self._resident_where(
+        key = ("resident", tenant, username)
+        with self._cache_lock:
+            hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        found = self._resident_where(
             residents.c.tenant_id == tenant, residents.c.username == username
         )
+        if found is not None:
+            with self._cache_lock:
+                self._cache[key] = found
+        return found
+
+    def _forget(self, *key: object) -> None:
+        with self._cache_lock:
+            self._cache.pop(key, None)
 
     def resident_by_code(self, tenant: str, member_code: str) -> Resident | None:
         code = member_code.strip().replace(" ", "")
@@ -543,6 +588,7 @@ class Points:
                 conn.execute(update(shops).where(shops.c.id == exists.id).values(**values))
             else:
                 conn.execute(insert(shops).values(tenant_id=tenant, **values))
+        self._forget("shop", tenant, spec.code)
         account = f"shop:{spec.code}"
         self.ledger.open_account(
             tenant,
@@ -567,11 +613,21 @@ class Points:
         return shop
 
     def shop(self, tenant: str, code: str) -> Shop | None:
+        key = ("shop", tenant, code)
+        with self._cache_lock:
+            hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(shops).where(shops.c.tenant_id == tenant, shops.c.code == code)
             ).first()
-        return None if row is None else _shop(row)
+        if row is None:
+            return None
+        found = _shop(row)
+        with self._cache_lock:
+            self._cache[key] = found
+        return found
 
     def shop_for_user(self, tenant: str, username: str) -> Shop | None:
         with self.engine.connect() as conn:
@@ -1190,9 +1246,21 @@ class Points:
 
     def authorize(self, tenant: str, resident: Resident, spec: PaymentIn) -> Payment:
         """Hold the points (two-phase): the wallet's part and a coupon's part as pending
-        transfers to the shop, valid 5 minutes; nothing is paid until :meth:`confirm`."""
-        # No read first: the hold's id derives from spec.id, so a replay is answered by the
-        # ledger ("exists") and only then is the payment read back.
+        transfers to the shop, valid 5 minutes; nothing is paid until :meth:`confirm`.
+
+        No read first: the hold's id derives from ``spec.id``, so a replay (a double tap)
+        is answered by the ledger ("exists") and only then is the payment read back."""
+        plan = self.plan_authorize(tenant, resident, spec)
+        if isinstance(plan, Payment):
+            return plan
+        try:
+            first = self._post_plan(tenant, plan)
+        except PointsError as exc:
+            raise self.refused(tenant, resident, plan, exc) from None
+        return self.authorized(tenant, resident, plan, first)
+
+    def plan_authorize(self, tenant: str, resident: Resident, spec: PaymentIn) -> PayPlan | Payment:
+        """The checks and the hold transfers of a payment (a Payment when it is a replay)."""
         if spec.coupon and self._coupon_use(spec.id):
             return self._replayed(tenant, resident, spec.id)
         if not resident.verified:
@@ -1251,42 +1319,50 @@ class Points:
                     memo=memo,
                 )
             )
-        try:
-            if len(items) == 1:
-                first = self._submit(tenant, items[0])
-            else:
-                items[0] = items[0].model_copy(update={"linked": True})
-                first = self._post_all(tenant, items)[0]
-        except PointsError as exc:
-            if use_n is not None:
-                self._release_coupon(spec.id)
-            if exc.code == "insufficient-funds":
-                balance = self.ledger.get_account(tenant, resident.wallet).available
-                if items[0].debit_account == "budget:coupon" or (
-                    len(items) == 2 and balance >= points
-                ):
-                    raise error(
-                        "coupon-budget",
-                        "クーポンの予算が終了しました。",
-                        "The coupon budget is used up.",
-                    ) from None
-                raise error(
-                    "insufficient-funds",
-                    f"ポイント残高が足りません（利用できる残高 {balance:,} pt、お支払い {points:,} pt）。",
-                    f"Not enough points ({balance:,} pt available, {points:,} pt needed).",
-                ) from None
-            raise
+        if len(items) == 2:
+            items[0] = items[0].model_copy(update={"linked": True})
+        return PayPlan(spec, shop, discount, points, use_n, items)
+
+    def _post_plan(self, tenant: str, plan: PayPlan) -> TransferResult:
+        if len(plan.items) == 1:
+            return self._submit(tenant, plan.items[0])
+        return self.post_chain(tenant, plan.items)[0]
+
+    def refused(
+        self, tenant: str, resident: Resident, plan: PayPlan, exc: PointsError
+    ) -> PointsError:
+        """What to tell the resident when the ledger refused the hold (nothing moved)."""
+        if plan.use_n is not None:
+            self._release_coupon(plan.spec.id)
+        if exc.code != "insufficient-funds":
+            return exc
+        balance = self.ledger.get_account(tenant, resident.wallet).available
+        items, points = plan.items, plan.points
+        if items[0].debit_account == "budget:coupon" or (len(items) == 2 and balance >= points):
+            return error(
+                "coupon-budget", "クーポンの予算が終了しました。", "The coupon budget is used up."
+            )
+        return error(
+            "insufficient-funds",
+            f"ポイント残高が足りません（利用できる残高 {balance:,} pt、お支払い {points:,} pt）。",
+            f"Not enough points ({balance:,} pt available, {points:,} pt needed).",
+        )
+
+    def authorized(
+        self, tenant: str, resident: Resident, plan: PayPlan, first: TransferResult
+    ) -> Payment:
         if first.status == "exists":
-            return self._replayed(tenant, resident, spec.id)
+            return self._replayed(tenant, resident, plan.spec.id)
         assert first.transfer is not None
+        spec = plan.spec
         return Payment(
             id=spec.id,
-            shop=shop.code,
-            shop_name=shop.name,
+            shop=plan.shop.code,
+            shop_name=plan.shop.name,
             member_code=resident.member_code,
             amount=spec.amount,
-            discount=discount,
-            points=points,
+            discount=plan.discount,
+            points=plan.points,
             coupon=spec.coupon,
             status="authorized",
             created_at=first.transfer.timestamp,
@@ -1412,6 +1488,19 @@ class Points:
     def confirm(self, tenant: str, resident: Resident, payment_id: str) -> Payment:
         """Post the held transfers: the payment is done. A second confirm (a double tap)
         returns the completed payment (``replay``) and moves nothing."""
+        plan = self.plan_confirm(tenant, resident, payment_id)
+        if isinstance(plan, Payment):
+            return plan
+        try:
+            first = self._post_plan(tenant, plan)
+        except PointsError as exc:
+            raise self.confirm_refused(tenant, payment_id, exc) from None
+        return self.confirmed(tenant, resident, plan, first)
+
+    def plan_confirm(
+        self, tenant: str, resident: Resident, payment_id: str
+    ) -> ConfirmPlan | Payment:
+        """Read the hold once (whose, how much, still valid) and the post transfers."""
         hold = self._transfer(tenant, _tid(tenant, "pay", payment_id, "hold"))
         memo = _parse_memo(hold.memo if hold else None)
         if hold is None or memo.get("m") != resident.member_code:
@@ -1442,55 +1531,49 @@ class Points:
                     ref=payment_id,
                 )
             )
-        try:
-            first = (
-                self._submit(tenant, items[0])
-                if len(items) == 1
-                else self._post_all(tenant, items)[0]
+        return ConfirmPlan(payment_id, hold, memo, bill, discount, points, expires, items)
+
+    def confirm_refused(self, tenant: str, payment_id: str, exc: PointsError) -> PointsError:
+        if exc.code == "pending-expired":
+            return error("pending-expired", *LEDGER_MESSAGES["pending-expired"], status=410)
+        if exc.code == "pending-already-resolved":
+            found = self.payment(tenant, payment_id)
+            if found is not None and found.status == "expired":
+                return error("pending-expired", *LEDGER_MESSAGES["pending-expired"], status=410)
+            return error(
+                "payment-closed",
+                "このお支払いは取り消されています。",
+                "This payment was cancelled.",
+                409,
             )
-        except PointsError as exc:
-            if exc.code == "pending-expired":
-                raise error(
-                    "pending-expired", *LEDGER_MESSAGES["pending-expired"], status=410
-                ) from None
-            if exc.code == "pending-already-resolved":
-                found = self.payment(tenant, payment_id)
-                if found is not None and found.status in ("completed", "refunded"):
-                    return found.model_copy(update={"replay": True})
-                if found is not None and found.status == "expired":
-                    raise error(
-                        "pending-expired", *LEDGER_MESSAGES["pending-expired"], status=410
-                    ) from None
-                raise error(
-                    "payment-closed",
-                    "このお支払いは取り消されています。",
-                    "This payment was cancelled.",
-                    409,
-                ) from None
-            raise
+        return exc
+
+    def confirmed(
+        self, tenant: str, resident: Resident, plan: ConfirmPlan, first: TransferResult
+    ) -> Payment:
         if first.status == "exists":
-            return self._replayed(tenant, resident, payment_id)
-        if discount:
+            return self._replayed(tenant, resident, plan.payment_id)
+        if plan.discount:
             with writer(self.engine).begin() as conn:
                 conn.execute(
                     update(coupon_uses)
-                    .where(coupon_uses.c.payment_id == payment_id)
+                    .where(coupon_uses.c.payment_id == plan.payment_id)
                     .values(state="used")
                 )
-        shop_code = hold.credit_account.removeprefix("shop:")
+        shop_code = plan.hold.credit_account.removeprefix("shop:")
         shop = self.shop(tenant, shop_code)
         return Payment(
-            id=payment_id,
+            id=plan.payment_id,
             shop=shop_code,
             shop_name=shop.name if shop else shop_code,
             member_code=resident.member_code,
-            amount=bill,
-            discount=discount,
-            points=points,
-            coupon=memo.get("c"),
+            amount=plan.bill,
+            discount=plan.discount,
+            points=plan.points,
+            coupon=plan.memo.get("c"),
             status="completed",
-            created_at=hold.timestamp,
-            expires_at=expires,
+            created_at=plan.hold.timestamp,
+            expires_at=plan.expires,
         )
 
     def cancel(self, tenant: str, resident: Resident, payment_id: str) -> Payment:
@@ -1519,7 +1602,7 @@ class Points:
                 )
             for result in self.ledger.post_transfers(tenant, items):
                 if not result.ok and result.error and "already-resolved" not in result.error.type:
-                    raise _ledger_error(result)
+                    raise ledger_error(result)
             self._release_coupon(payment_id)
         found = self.payment(tenant, payment_id)
         assert found is not None
@@ -1570,7 +1653,7 @@ class Points:
             )
         if len(items) == 2:
             items[0] = items[0].model_copy(update={"linked": True})
-        self._post_all(tenant, items)
+        self.post_chain(tenant, items)
         self._release_coupon(payment_id)
         found = self.payment(tenant, payment_id)
         assert found is not None
@@ -2031,10 +2114,10 @@ class Points:
     def _submit(self, tenant: str, item: TransferCreate) -> TransferResult:
         result = self.ledger.submit_transfer(tenant, item).result()
         if not result.ok:
-            raise _ledger_error(result)
+            raise ledger_error(result)
         return result
 
-    def _post_all(self, tenant: str, items: list[TransferCreate]) -> list[TransferResult]:
+    def post_chain(self, tenant: str, items: list[TransferCreate]) -> list[TransferResult]:
         """A linked chain in one ledger transaction: all of it or none."""
         results = self.ledger.post_transfers(tenant, items)
         for result in results:
@@ -2043,7 +2126,7 @@ class Points:
                 and result.error
                 and not result.error.type.endswith("linked-event-failed")
             ):
-                raise _ledger_error(result)
+                raise ledger_error(result)
         return results
 
     def _transfer(self, tenant: str, transfer_id: str) -> TransferPublic | None:
