@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import orjson
@@ -19,6 +22,8 @@ from kizuna.auth.service import Authenticator
 from kizuna.broker.context import ContextStore
 from kizuna.broker.routes import router as broker_router
 from kizuna.broker.service import Broker
+from kizuna.broker.temporal.routes import router as temporal_router
+from kizuna.broker.temporal.service import TemporalService
 from kizuna.problems import Problem
 from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
@@ -37,6 +42,7 @@ class Services:
     authenticator: Authenticator
     tenants: TenantDirectory
     broker: Broker
+    temporal: TemporalService
 
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
@@ -44,13 +50,30 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine_for(settings.effective_database_url())
     upgrade_to_head(engine)
+    broker = Broker(engine, ContextStore(engine, settings))
     return Services(
         settings=settings,
         engine=engine,
         authenticator=Authenticator(engine, settings),
         tenants=TenantDirectory(engine),
-        broker=Broker(engine, ContextStore(engine, settings)),
+        broker=broker,
+        temporal=TemporalService(broker, settings.temporal_instance_limit),
     )
+
+
+async def _retention_loop(services: Services) -> None:
+    """Purge temporal history older than the retention period, now and then periodically."""
+    settings = services.settings
+    while True:
+        try:
+            await asyncio.to_thread(
+                services.temporal.purge,
+                settings.temporal_retention_days,
+                settings.temporal_retention_by_tenant,
+            )
+        except Exception:  # noqa: BLE001 - keep the loop alive; the next run retries
+            log.exception("temporal retention run failed")
+        await asyncio.sleep(settings.temporal_retention_interval_minutes * 60)
 
 
 def problem_response(problem: Problem) -> Response:
@@ -99,7 +122,20 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     services = build_services(settings, engine)
     if settings.open_access:
         log.warning("KIZUNA_OPEN_ACCESS is on: anonymous callers act as platform admin")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if settings.temporal_retention_enabled:
+            task = asyncio.create_task(_retention_loop(services))
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Kizuna city OS",
         version=__version__,
         description="NGSI-LD context broker and resident services for municipalities (都市OS)",
@@ -128,6 +164,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return {"status": "ok", "version": __version__}
 
     app.include_router(broker_router)
+    app.include_router(temporal_router)
     app.include_router(auth_router)
     app.include_router(tenancy_router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)

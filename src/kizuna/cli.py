@@ -84,6 +84,27 @@ def db_upgrade() -> None:
     console.print("database is up to date")
 
 
+@db_app.command("purge-history")
+def purge_history(
+    days: int = typer.Option(
+        None, help="Keep this many days (default KIZUNA_TEMPORAL_RETENTION_DAYS)"
+    ),
+) -> None:
+    """Delete temporal history older than the retention period (every tenant)."""
+    from kizuna.broker.context import ContextStore
+    from kizuna.broker.service import Broker
+    from kizuna.broker.temporal.service import TemporalService
+    from kizuna.storage import create_engine_for, upgrade_to_head
+
+    settings = get_settings()
+    engine = create_engine_for(settings.effective_database_url())
+    upgrade_to_head(engine)
+    temporal = TemporalService(Broker(engine, ContextStore(engine, settings)))
+    keep = settings.temporal_retention_days if days is None else days
+    removed = temporal.purge(keep, settings.temporal_retention_by_tenant)
+    console.print(f"removed {removed} temporal instances")
+
+
 @users_app.command("create")
 def create_user(
     username: str,

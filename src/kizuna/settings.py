@@ -53,6 +53,20 @@ class Settings(BaseSettings):
 
     token_ttl_hours: int = 12
 
+    # Temporal API: attribute instances returned per attribute before a response is cut
+    # (206 + Content-Range); history kept this many days (0: forever), per tenant
+    # overrides ({"kakogawa": 365}); how often the serve process purges.
+    temporal_instance_limit: int = 100
+    temporal_retention_days: int = 0
+    temporal_retention_by_tenant: dict[str, int] = Field(default_factory=dict)
+    temporal_retention_interval_minutes: float = 60.0
+
+    @property
+    def temporal_retention_enabled(self) -> bool:
+        return self.temporal_retention_days > 0 or any(
+            d > 0 for d in self.temporal_retention_by_tenant.values()
+        )
+
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
