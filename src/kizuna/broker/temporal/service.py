@@ -370,15 +370,19 @@ class TemporalService:
         tq: TemporalQuery,
         how: TemporalRendering,
     ) -> TemporalResult:
-        extra = []
-        if how.attrs is not None or how.dataset_ids is not None:
-            # Only entities with history of the requested attributes / datasets.
-            condition = [series.c.tenant == entities.c.tenant, series.c.entity_id == entities.c.id]
-            if how.attrs is not None:
-                condition.append(series.c.attr.in_(sorted(how.attrs)))
-            if how.dataset_ids is not None:
-                condition.append(series.c.dataset_id.in_(_dataset_keys(how.dataset_ids)))
-            extra.append(exists(select(series.c.pk).where(*condition)))
+        # Only entities with at least one instance in the temporal query (of the requested
+        # attributes and datasets), decided in SQL so pages and counts stay right.
+        condition = [
+            series.c.tenant == entities.c.tenant,
+            series.c.entity_id == entities.c.id,
+            instances.c.series_pk == series.c.pk,
+            *_conditions(tq, _time_column(tq.timeproperty)),
+        ]
+        if how.attrs is not None:
+            condition.append(series.c.attr.in_(sorted(how.attrs)))
+        if how.dataset_ids is not None:
+            condition.append(series.c.dataset_id.in_(_dataset_keys(how.dataset_ids)))
+        extra = [exists(select(instances.c.pk).where(*condition))]
         with self.engine.connect() as conn:
             rows, total = self.broker.select_rows(conn, scope, tm, query, extra)
             found = self._series(
