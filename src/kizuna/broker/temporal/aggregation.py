@@ -60,9 +60,8 @@ def _bucket_index(column: Any, origin: datetime, period: Duration, dialect: str)
         return _month_index(column, origin, period.months, dialect)
     step = period.fixed
     if dialect == "postgresql":
-        binned = func.date_bin(literal(step), column, literal(origin))
-        seconds = func.extract("epoch", binned - literal(origin))
-        return cast(func.round(seconds / step.total_seconds()), BigInteger)
+        # The bucket's start; aggregate() turns it into the bucket number.
+        return func.date_bin(literal(step), column, literal(origin))
     micros = step // timedelta(microseconds=1)
     # Integer division of integers: SQLite truncates, and t >= origin here.
     raw = type_coerce(column, BigInteger)
@@ -118,18 +117,26 @@ def aggregate(
         )
         bucket = index.label("bucket")
         group = [instances.c.series_pk] if whole_range else [instances.c.series_pk, bucket]
-        columns = [
-            instances.c.series_pk,
-            bucket,
-            func.count().label("n"),
-            func.count(value).label("n_num"),
-            func.count(func.distinct(cast(instances.c.instance, Text))).label("n_distinct"),
-            func.sum(value).label("total"),
-            func.min(value).label("low"),
-            func.max(value).label("high"),
-            func.sum(value * value).label("squares"),
-            func.max(time_col).label("last_time"),
-        ]
+        # Only what the methods need: avg/min/max/sum stay index-only scans.
+        wanted = set(methods)
+        columns = [instances.c.series_pk, bucket]
+        if "totalCount" in wanted:
+            columns.append(func.count().label("n"))
+        if wanted & {"avg", "stddev"}:
+            columns.append(func.count(value).label("n_num"))
+        if "distinctCount" in wanted:
+            distinct = func.count(func.distinct(cast(instances.c.instance, Text)))
+            columns.append(distinct.label("n_distinct"))
+        if wanted & {"sum", "avg", "stddev"}:
+            columns.append(func.sum(value).label("total"))
+        if "min" in wanted:
+            columns.append(func.min(value).label("low"))
+        if "max" in wanted:
+            columns.append(func.max(value).label("high"))
+        if wanted & {"sumsq", "stddev"}:
+            columns.append(func.sum(value * value).label("squares"))
+        if whole_range and end_of_range is None:
+            columns.append(func.max(time_col).label("last_time"))
         stmt = (
             select(*columns)
             .where(instances.c.series_pk.in_(pks), *conditions)
@@ -137,7 +144,10 @@ def aggregate(
             .order_by(*group)
         )
         for row in conn.execute(stmt):
-            number = int(row.bucket or 0)
+            if isinstance(row.bucket, datetime):
+                number = round((row.bucket - origin) / period.fixed)
+            else:
+                number = int(row.bucket or 0)
             if whole_range:
                 start = origin
                 end = end_of_range or row.last_time
@@ -152,24 +162,26 @@ def aggregate(
     return out
 
 
-def _values(row: Any, methods: Sequence[str]) -> dict[str, Any]:
-    n_num = row.n_num or 0
-    total = float(row.total) if row.total is not None else None
-    squares = float(row.squares) if row.squares is not None else None
+def _values(found: Any, methods: Sequence[str]) -> dict[str, Any]:
+    row = found._mapping
+    n_num = row.get("n_num") or 0
+    total = float(row["total"]) if row.get("total") is not None else None
+    squares = float(row["squares"]) if row.get("squares") is not None else None
+    low, high = row.get("low"), row.get("high")
     out: dict[str, Any] = {}
     for method in methods:
         if method == "totalCount":
-            out[method] = int(row.n)
+            out[method] = int(row["n"])
         elif method == "distinctCount":
-            out[method] = int(row.n_distinct)
+            out[method] = int(row["n_distinct"])
         elif method == "sum":
             out[method] = total
         elif method == "avg":
             out[method] = total / n_num if n_num and total is not None else None
         elif method == "min":
-            out[method] = float(row.low) if row.low is not None else None
+            out[method] = float(low) if low is not None else None
         elif method == "max":
-            out[method] = float(row.high) if row.high is not None else None
+            out[method] = float(high) if high is not None else None
         elif method == "sumsq":
             out[method] = squares
         elif method == "stddev":

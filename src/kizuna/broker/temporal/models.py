@@ -7,9 +7,9 @@ can select (observedAt, createdAt, modifiedAt) plus deletedAt for deletion marke
 numeric value (for aggregation in SQL) and the instance as JSON. The instance row's
 primary key is its NGSI-LD instanceId (``urn:ngsi-ld:Instance:<pk>``).
 
-One B-tree on (series_pk, observed_at) serves every range scan, lastN and aggregation;
-``series_pk`` is eight bytes, so the index stays small where (tenant, entity id,
-attribute IRI, time) strings would not.
+One B-tree on (series_pk, observed_at) carrying num_value serves every range scan, lastN
+and the numeric aggregations as index-only scans; ``series_pk`` is eight bytes, so the index
+stays small where (tenant, entity id, attribute IRI, time) strings would not.
 
 Times are TIMESTAMPTZ on PostgreSQL and integer microseconds since the epoch on SQLite,
 so both dialects compare and bucket them as numbers in SQL.
@@ -99,7 +99,9 @@ instances = Table(
     Column("num_value", Float, nullable=True),
     # The instance in the stored (expanded) form, without the time members above.
     Column("instance", JSON, nullable=False),
-    Index("ix_temporal_instances_series_observed", "series_pk", "observed_at"),
+    # Covering: (series_pk, observed_at) INCLUDE (num_value) on PostgreSQL, a third key
+    # column on SQLite (created in the migration).
+    Index("ix_temporal_instances_series_observed", "series_pk", "observed_at", "num_value"),
 )
 
 INSTANCE_PREFIX = "urn:ngsi-ld:Instance:"

@@ -40,11 +40,19 @@ def upgrade() -> None:
         sa.Column("num_value", sa.Float, nullable=True),
         sa.Column("instance", sa.JSON, nullable=False),
     )
-    op.create_index(
-        "ix_temporal_instances_series_observed",
-        "temporal_instances",
-        ["series_pk", "observed_at"],
-    )
+    # Range scans, lastN and aggregation of avg/min/max/sum read only this index: it
+    # carries num_value (INCLUDE on PostgreSQL, a trailing key column on SQLite).
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "CREATE INDEX ix_temporal_instances_series_observed ON temporal_instances "
+            "(series_pk, observed_at) INCLUDE (num_value)"
+        )
+    else:
+        op.create_index(
+            "ix_temporal_instances_series_observed",
+            "temporal_instances",
+            ["series_pk", "observed_at", "num_value"],
+        )
 
 
 def downgrade() -> None:
