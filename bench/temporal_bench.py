@@ -150,7 +150,19 @@ def main() -> None:
     parser.add_argument("--all-requests", type=int, default=10)
     parser.add_argument("--port", type=int, default=18092)
     parser.add_argument("--schema", help="reuse a schema an earlier run loaded; skips loading")
+    parser.add_argument("--keep", action="store_true", help="load, then keep the schema")
     args = parser.parse_args()
+    if args.keep and not args.schema:
+        import uuid
+
+        import psycopg
+
+        from _harness import PG_DSN
+
+        keep = f"kz_bench_temporal_{uuid.uuid4().hex[:6]}"
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{keep}"')
+        print(f"loading into schema {keep} (kept; drop it when done)")
     rng = random.Random(5)
     end = START + timedelta(days=args.days)
     window = {
@@ -162,7 +174,7 @@ def main() -> None:
         "aggrPeriodDuration": "P1D",
         "attrs": "temperature",
     }
-    with pg_schema(args.schema) as schema:
+    with pg_schema(args.schema or (keep if args.keep else None)) as schema:
         url = schema_url(schema)
         ingest_s = raw_s = None
         if not args.schema:

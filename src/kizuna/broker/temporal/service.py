@@ -333,11 +333,23 @@ class TemporalService:
             if row["observed_at"] is not None:
                 replaced.setdefault(row["series_pk"], []).append(row["observed_at"])
         for series_pk, times in replaced.items():
-            conn.execute(
-                delete(instances).where(
-                    instances.c.series_pk == series_pk, instances.c.observed_at.in_(times)
+            # Look for clashes in the index over the new instances' time span (usually
+            # none: a bulk load appends), and delete only those.
+            stored = conn.execute(
+                select(instances.c.observed_at).where(
+                    instances.c.series_pk == series_pk,
+                    instances.c.observed_at >= min(times),
+                    instances.c.observed_at <= max(times),
                 )
-            )
+            ).scalars()
+            clashes = set(times).intersection(stored)
+            if clashes:
+                conn.execute(
+                    delete(instances).where(
+                        instances.c.series_pk == series_pk,
+                        instances.c.observed_at.in_(sorted(clashes)),
+                    )
+                )
         history.insert_rows(conn, rows)
 
     # --- reads -----------------------------------------------------------------------
@@ -385,6 +397,9 @@ class TemporalService:
         extra = [exists(select(instances.c.pk).where(*condition))]
         with self.engine.connect() as conn:
             rows, total = self.broker.select_rows(conn, scope, tm, query, extra)
+            # End the entity page's read: its SET LOCAL planner settings (no sort, no
+            # parallel workers) would slow the aggregation over many series.
+            conn.rollback()
             found = self._series(
                 conn, scope.tenant, [r.id for r in rows], how.attrs, how.dataset_ids
             )
