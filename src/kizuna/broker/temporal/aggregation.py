@@ -163,7 +163,7 @@ def aggregate(
 
 
 def _values(found: Any, methods: Sequence[str]) -> dict[str, Any]:
-    row = found._mapping
+    row = dict(found._mapping)
     n_num = row.get("n_num") or 0
     total = float(row["total"]) if row.get("total") is not None else None
     squares = float(row["squares"]) if row.get("squares") is not None else None

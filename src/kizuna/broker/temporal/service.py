@@ -25,6 +25,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, exists, or_, select, union_all, update
@@ -70,6 +71,7 @@ _SIMPLIFIED_KEYS = {
 }
 
 
+@lru_cache(maxsize=8192)
 def fmt_time(moment: datetime) -> str:
     """ISO 8601 in UTC, without a fraction when there is none (2020-08-01T12:03:00Z)."""
     moment = moment.astimezone(UTC)
@@ -394,7 +396,9 @@ class TemporalService:
             condition.append(series.c.attr.in_(sorted(how.attrs)))
         if how.dataset_ids is not None:
             condition.append(series.c.dataset_id.in_(_dataset_keys(how.dataset_ids)))
-        extra = [exists(select(instances.c.pk).where(*condition))]
+        # LIMIT 1 keeps it a per-entity probe of the index: without it PostgreSQL turns the
+        # EXISTS into a semi-join over every instance in the time range.
+        extra = [exists(select(instances.c.series_pk).where(*condition).limit(1))]
         with self.engine.connect() as conn:
             rows, total = self.broker.select_rows(conn, scope, tm, query, extra)
             # End the entity page's read: its SET LOCAL planner settings (no sort, no
