@@ -202,7 +202,9 @@ def _not_allowed() -> Problem:
     return Problem(405, "urn:kizuna:errors:MethodNotAllowed", "Method not allowed")
 
 
-@router.api_route("/entities/{rest:path}", methods=["GET", "POST", "PATCH", "DELETE"])
+@router.api_route(
+    "/entities/{rest:path}", methods=["GET", "POST", "PATCH", "DELETE"], include_in_schema=False
+)
 def malformed_temporal_path(request: Request, rest: str) -> Response:
     segments = rest.split("/")
     if request.method == "DELETE" and rest == "":
