@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -26,7 +27,7 @@ from kizuna.broker.subscriptions.delivery import DeliveryWorker
 from kizuna.broker.subscriptions.routes import router as subscriptions_router
 from kizuna.broker.subscriptions.service import Subscriptions
 from kizuna.broker.temporal.routes import router as temporal_router
-from kizuna.broker.temporal.service import Temporal
+from kizuna.broker.temporal.service import TemporalService
 from kizuna.energy import pages as energy_pages
 from kizuna.ledger.jobs import LedgerJobs
 from kizuna.ledger.routes import router as ledger_router
@@ -59,7 +60,7 @@ class Services:
     broker: Broker
     ledger: Ledger
     watch: WatchService
-    temporal: Temporal
+    temporal: TemporalService
     subscriptions: Subscriptions
     points: Points
 
@@ -73,10 +74,9 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
     tenants = TenantDirectory(engine)
     broker = Broker(engine, contexts)
     ledger = Ledger(engine, settings.data_dir)
-    temporal = Temporal(engine)
-    # Attribute history is recorded inside every entity write's transaction.
-    broker.add_change_listener(temporal.record)
-    # Registers the outbox listener on the broker's write path.
+    # Both register listeners on the broker's write path: attribute history and the
+    # notification outbox are written inside every entity write's transaction.
+    temporal = TemporalService(broker, settings.temporal_instance_limit)
     subscriptions = Subscriptions(engine, contexts, broker, settings)
     return Services(
         settings=settings,
@@ -90,6 +90,21 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         subscriptions=subscriptions,
         points=Points(engine, ledger, settings.data_dir, settings.points_qr_secret),
     )
+
+
+async def _retention_loop(services: Services) -> None:
+    """Purge temporal history older than the retention period, now and then periodically."""
+    settings = services.settings
+    while True:
+        try:
+            await asyncio.to_thread(
+                services.temporal.purge,
+                settings.temporal_retention_days,
+                settings.temporal_retention_by_tenant,
+            )
+        except Exception:  # noqa: BLE001 - keep the loop alive; the next run retries
+            log.exception("temporal retention run failed")
+        await asyncio.sleep(settings.temporal_retention_interval_minutes * 60)
 
 
 def problem_response(problem: Problem) -> Response:
@@ -145,9 +160,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         services.ledger, settings.ledger_checkpoint_seconds, settings.ledger_jobs_seconds
     )
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs.start()
+        retention = None
+        if settings.temporal_retention_enabled:
+            retention = asyncio.create_task(_retention_loop(services))
         worker = None
         if settings.notify_worker:
             worker = DeliveryWorker(
@@ -169,13 +187,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             runtime.stop()
             if worker is not None:
                 await worker.stop()
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             jobs.stop()
 
     app = FastAPI(
+        lifespan=lifespan,
         title="Kizuna city OS",
         version=__version__,
         description="NGSI-LD context broker and resident services for municipalities (都市OS)",
-        lifespan=lifespan,
     )
     app.state.services = services
 

@@ -20,8 +20,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(energy_app, name="energy", help="Local consumption of waste-to-energy power")
 app.add_typer(users_app, name="users")
 app.add_typer(watch_app, name="watch", help="Mimamori and flood sensors (MQTT ingest, jobs)")
-temporal_app = typer.Typer(help="NGSI-LD temporal history")
-app.add_typer(temporal_app, name="temporal")
 app.add_typer(ledger_app, name="ledger", help="Regional points ledger: verify, checkpoints, jobs")
 console = Console()
 
@@ -90,6 +88,27 @@ def db_upgrade() -> None:
     console.print("database is up to date")
 
 
+@db_app.command("purge-history")
+def purge_history(
+    days: int = typer.Option(
+        None, help="Keep this many days (default KIZUNA_TEMPORAL_RETENTION_DAYS)"
+    ),
+) -> None:
+    """Delete temporal history older than the retention period (every tenant)."""
+    from kizuna.broker.context import ContextStore
+    from kizuna.broker.service import Broker
+    from kizuna.broker.temporal.service import TemporalService
+    from kizuna.storage import create_engine_for, upgrade_to_head
+
+    settings = get_settings()
+    engine = create_engine_for(settings.effective_database_url())
+    upgrade_to_head(engine)
+    temporal = TemporalService(Broker(engine, ContextStore(engine, settings)))
+    keep = settings.temporal_retention_days if days is None else days
+    removed = temporal.purge(keep, settings.temporal_retention_by_tenant)
+    console.print(f"removed {removed} temporal instances")
+
+
 @users_app.command("create")
 def create_user(
     username: str,
@@ -125,33 +144,6 @@ def create_api_key(
     with writer(engine).begin() as conn:
         key = create(conn, tenant, write, label)
     console.print(key)
-
-
-@temporal_app.command("prune")
-def temporal_prune(
-    days: int = typer.Option(
-        None, help="Keep this many days (default KIZUNA_TEMPORAL_RETENTION_DAYS)"
-    ),
-    tenant: str = typer.Option(None, help="Only this tenant (default: every tenant)"),
-) -> None:
-    """Delete attribute history recorded more than the retention period ago."""
-    from datetime import UTC, datetime, timedelta
-
-    from kizuna.broker.temporal.service import Temporal
-    from kizuna.storage import create_engine_for, upgrade_to_head
-
-    settings = get_settings()
-    keep = settings.temporal_retention_days if days is None else days
-    if keep <= 0:
-        console.print("retention is 0 (keep forever): nothing pruned")
-        return
-    engine = create_engine_for(settings.effective_database_url())
-    upgrade_to_head(engine)
-    cutoff = datetime.now(UTC) - timedelta(days=keep)
-    removed = Temporal(engine).prune(cutoff, tenant)
-    console.print(
-        f"removed {removed} attribute instances recorded before {cutoff:%Y-%m-%d %H:%M} UTC"
-    )
 
 
 if __name__ == "__main__":

@@ -91,9 +91,6 @@ class Settings(BaseSettings):
     ledger_checkpoint_seconds: float = 60
     ledger_jobs_seconds: float = 300
 
-    # Temporal API: attribute history older than this many days is removed by
-    # ``kizuna temporal prune`` (run it from cron or a timer); 0 keeps history forever.
-    temporal_retention_days: int = Field(default=0, ge=0)
     # Notification delivery (subscriptions): the outbox worker in every serve process.
     notify_worker: bool = True
     notify_poll_interval: float = 0.05  # seconds between outbox polls when not woken
@@ -111,6 +108,19 @@ class Settings(BaseSettings):
     # Points: an OIDC identity claim that counts as 実名 verification (dotted path, e.g.
     # "verified_claims.verification.trust_framework"); empty: staff verify every resident.
     points_oidc_verified_claim: str = ""
+    # Temporal API: attribute instances returned per attribute before a response is cut
+    # (206 + Content-Range); history kept this many days (0: forever), per tenant
+    # overrides ({"kakogawa": 365}); how often the serve process purges.
+    temporal_instance_limit: int = 100
+    temporal_retention_days: int = 0
+    temporal_retention_by_tenant: dict[str, int] = Field(default_factory=dict)
+    temporal_retention_interval_minutes: float = 60.0
+
+    @property
+    def temporal_retention_enabled(self) -> bool:
+        return self.temporal_retention_days > 0 or any(
+            d > 0 for d in self.temporal_retention_by_tenant.values()
+        )
 
     def effective_database_url(self) -> str:
         if self.database_url:

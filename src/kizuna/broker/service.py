@@ -166,6 +166,34 @@ class Broker:
             for listener in self._listeners:
                 listener(conn, changes)
 
+    # --- writes composed by other parts of the broker (the temporal API) -------------
+
+    def write_one(self, entity_id: str, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` as a single-entity write: one transaction, group-committed."""
+        return self._write(entity_id, work)
+
+    def load_for_update(
+        self, conn: Connection, scope: TenantScope, entity_id: str
+    ) -> store.Row | None:
+        return store.load(conn, scope, entity_id, lock=True)
+
+    def put(
+        self,
+        conn: Connection,
+        scope: TenantScope,
+        old: store.Row | None,
+        new: Entity | None,
+        now: datetime,
+    ) -> None:
+        """Insert (no ``old``), replace, or delete (no ``new``) one entity row inside a
+        write, telling the change listeners as every other write does."""
+        if old is None and new is not None:
+            self._insert(conn, scope, [new], now)
+        elif old is not None and new is not None:
+            self._update(conn, scope, [(old, new)], now)
+        elif old is not None:
+            self._delete(conn, scope, [old], now)
+
     # --- single entity -------------------------------------------------------------
 
     def create(self, scope: TenantScope, tm: TermMap, body: Any) -> str:
@@ -526,33 +554,46 @@ class Broker:
 
     def query(self, scope: TenantScope, tm: TermMap, query: Query, how: Rendering) -> QueryResult:
         with self.engine.connect() as conn:
-            stmt = store.base_select(scope).where(*self._conditions(conn, scope, tm, query))
-            # Ordered by id by default: the (tenant, type, id) and (tenant, id) indexes then
-            # return a page without sorting every match, however many there are.
-            stmt = stmt.order_by(*self._ordering(tm, query.order_by), entities.c.id)
-            if self._dialect == "postgresql" and not query.order_by and query.geo is None:
-                # q predicates on JSON defeat the planner's estimates; a page in id order
-                # should walk the index, not sort (or fan out over) every match. LOCAL:
-                # these settings end with this read's transaction.
-                conn.exec_driver_sql(
-                    "SET LOCAL enable_sort = off; SET LOCAL max_parallel_workers_per_gather = 0"
-                )
-            if query.geo is None:
-                total = None
-                if query.count:
-                    total = conn.execute(
-                        select(func.count()).select_from(stmt.order_by(None).subquery())
-                    ).scalar_one()
-                rows = (
-                    conn.execute(stmt.limit(query.limit).offset(query.offset)).all()
-                    if query.limit
-                    else []
-                )
-                found = [store.to_row(r) for r in rows]
-            else:
-                found, total = self._geo_page(conn, scope, stmt, tm, query)
+            found, total = self.select_rows(conn, scope, tm, query)
             rendered = _render_linked(conn, scope, tm, found, how)
         return QueryResult([e for e in rendered if e], total)
+
+    def select_rows(
+        self,
+        conn: Connection,
+        scope: TenantScope,
+        tm: TermMap,
+        query: Query,
+        extra: Sequence[Any] = (),
+    ) -> tuple[list[store.Row], int | None]:
+        """One page of the entity rows matching ``query`` (and ``extra`` conditions on
+        broker_entities), with the total when ``query.count``."""
+        stmt = store.base_select(scope).where(*self._conditions(conn, scope, tm, query), *extra)
+        # Ordered by id by default: the (tenant, type, id) and (tenant, id) indexes then
+        # return a page without sorting every match, however many there are.
+        stmt = stmt.order_by(*self._ordering(tm, query.order_by), entities.c.id)
+        if self._dialect == "postgresql" and not query.order_by and query.geo is None:
+            # q predicates on JSON defeat the planner's estimates; a page in id order
+            # should walk the index, not sort (or fan out over) every match. LOCAL:
+            # these settings end with this read's transaction.
+            conn.exec_driver_sql(
+                "SET LOCAL enable_sort = off; SET LOCAL max_parallel_workers_per_gather = 0"
+            )
+        if query.geo is None:
+            total = None
+            if query.count:
+                total = conn.execute(
+                    select(func.count()).select_from(stmt.order_by(None).subquery())
+                ).scalar_one()
+            rows = (
+                conn.execute(stmt.limit(query.limit).offset(query.offset)).all()
+                if query.limit
+                else []
+            )
+            found = [store.to_row(r) for r in rows]
+        else:
+            found, total = self._geo_page(conn, scope, stmt, tm, query)
+        return found, total
 
     def matching_rows(self, scope: TenantScope, tm: TermMap, query: Query) -> list[store.Row]:
         """Stored rows matching a query (no geo-query), in id order, up to ``query.limit``."""

@@ -1,1 +1,1 @@
-"""The NGSI-LD temporal API: attribute history recorded with every entity write."""
+"""The NGSI-LD temporal API: attribute history, temporal representations, aggregation."""

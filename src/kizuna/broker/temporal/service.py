@@ -1,777 +1,794 @@
-"""The temporal API's front door: history recording (a change listener) and queries.
+"""The temporal API's front door: temporal entity writes, retrieval, query, retention.
 
-History: :meth:`Temporal.record` is registered with ``Broker.add_change_listener`` and
-runs inside every entity write's transaction. It stores one ``temporal_instances`` row per
-attribute instance that is new or whose content (anything but createdAt/modifiedAt)
-changed, with one executemany per write, so history commits or rolls back with the write.
-Deleting an entity or attribute keeps its history (temporal DELETE removes it).
+The temporal representation and the current entity are one entity seen two ways: the
+current entity (``broker_entities``) holds the latest instance of each attribute, the
+history (``temporal_series`` / ``temporal_instances``) every instance over time.
 
-Temporal writes (``POST /temporal/entities`` and friends) add history only: they never
-create or change the current entity, as NGSI-LD §5.6.11 keeps the two apart.
+* Ordinary entity writes record history through the broker's change listener
+  (:class:`~kizuna.broker.temporal.history.HistoryRecorder`).
+* ``POST /temporal/entities`` and ``.../attrs`` write the given instances to the history
+  and make the latest of each attribute (by observedAt) the current value, creating the
+  entity when it does not exist. An instance with the same observedAt as a stored one of
+  the same attribute and datasetId replaces it, so re-sending a reading is idempotent.
+* Deleting the entity (either API) deletes its history; deleting an attribute through the
+  temporal API deletes its history and current value; deleting it through the entity API
+  leaves a ``deletedAt`` marker in the history.
+* Modifying or deleting one instance (by instanceId) changes the history only.
 
-Queries filter in SQL (tenant, entity, attribute, time) and aggregation runs in SQL too:
-one GROUP BY (entity, attribute, datasetId, period) per request, with the period number
-computed from epoch seconds on both dialects.
+Type, id, idPattern, q, geo and scope filters of a temporal query select entities by their
+current state, through the broker's own query machinery.
 """
 
 from __future__ import annotations
 
-import math
-import re
-import uuid
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Integer,
-    Text,
-    and_,
-    cast,
-    delete,
-    exists,
-    func,
-    literal,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, and_, delete, exists, or_, select, union_all, update
 
-from kizuna.broker.changes import EntityChange
+from kizuna.broker import store
 from kizuna.broker.context import TermMap
+from kizuna.broker.models import entities
 from kizuna.broker.ngsild import (
-    SYSTEM_KEYS,
+    ENTITY_RESERVED,
     Entity,
-    Rendering,
     _render_instance,
+    _scopes,
+    check_name,
+    check_uri,
     expand_attributes,
-    expand_entity,
+    expand_types,
+    render_entity,
     to_iso,
 )
-from kizuna.broker.temporal.models import temporal_entities as te
-from kizuna.broker.temporal.models import temporal_instances as ti
+from kizuna.broker.ngsild import Rendering as EntityRendering
+from kizuna.broker.projection import apply_omit, apply_pick
+from kizuna.broker.service import Broker, Query
+from kizuna.broker.temporal import history
+from kizuna.broker.temporal.aggregation import Bucket, aggregate
+from kizuna.broker.temporal.models import instance_id, instance_pk, instances, series
+from kizuna.broker.temporal.params import TemporalQuery, TemporalRendering
 from kizuna.problems import bad_request, not_found
 from kizuna.storage import writer
-from kizuna.storage.bulk import bulk_insert
 from kizuna.tenancy.service import TenantScope
 
-AGGR_METHODS = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
-TIME_PROPERTIES = {
-    "observedAt": "observed_at",
-    "modifiedAt": "modified_at",
-    "createdAt": "created_at",
+log = logging.getLogger("kizuna.temporal")
+Instances = list[dict[str, Any]]
+_UNION_CHUNK = 200
+_SIMPLIFIED_KEYS = {
+    "Property": ("values", "value"),
+    "GeoProperty": ("values", "value"),
+    "Relationship": ("objects", "object"),
+    "LanguageProperty": ("languageMaps", "languageMap"),
+    "VocabProperty": ("vocabs", "vocab"),
+    "JsonProperty": ("jsons", "json"),
+    "ListProperty": ("valueLists", "valueList"),
+    "ListRelationship": ("objectLists", "objectList"),
 }
-_DURATION = re.compile(
-    r"^P(?:(?P<y>\d+(?:\.\d+)?)Y)?(?:(?P<mo>\d+(?:\.\d+)?)M)?(?:(?P<w>\d+(?:\.\d+)?)W)?"
-    r"(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<mi>\d+(?:\.\d+)?)M)?"
-    r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def parse_duration(text: str) -> float:
-    """Seconds of an ISO 8601 duration (a year counts 365 days, a month 30)."""
-    match = _DURATION.match(text or "")
-    if not match or text in ("P", "PT") or text.endswith("T"):
-        raise bad_request(f"aggrPeriodDuration {text!r} is not an ISO 8601 duration")
-    parts = {k: float(v) for k, v in match.groupdict().items() if v is not None}
-    return (
-        parts.get("y", 0) * 365 * 86400
-        + parts.get("mo", 0) * 30 * 86400
-        + parts.get("w", 0) * 7 * 86400
-        + parts.get("d", 0) * 86400
-        + parts.get("h", 0) * 3600
-        + parts.get("mi", 0) * 60
-        + parts.get("s", 0)
-    )
-
-
-def parse_time(value: str | None, what: str) -> datetime:
-    if not value:
-        raise bad_request(f"{what} is required")
-    text = value.strip().replace(" ", "+")  # a '+' in a query string arrives as a space
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise bad_request(f"{what} must be an ISO 8601 DateTime, got {value!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+@lru_cache(maxsize=8192)
+def fmt_time(moment: datetime) -> str:
+    """ISO 8601 in UTC, without a fraction when there is none (2020-08-01T12:03:00Z)."""
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
-class TemporalQuery:
-    ids: list[str] | None = None
-    id_pattern: str | None = None
-    types: list[str] | None = None  # expanded
-    attrs: list[str] | None = None  # expanded
-    timerel: str | None = None
-    time_at: datetime | None = None
-    end_time_at: datetime | None = None
-    timeproperty: str = "observedAt"
-    last_n: int | None = None
-    limit: int = 20
-    offset: int = 0
-    count: bool = False
-    dataset_ids: list[str] | None = None
-    # output
-    temporal_values: bool = False
-    sys_attrs: bool = False
-    aggr_methods: list[str] | None = None
-    aggr_period: float | None = None  # seconds; None or 0: the whole range
+class SeriesInfo:
+    pk: int
+    entity_id: str
+    attr: str
+    dataset_id: str
 
 
-def make_query(
-    *,
-    timerel: str | None,
-    time_at: str | None,
-    end_time_at: str | None,
-    timeproperty: str | None,
-    last_n: str | None,
-    aggr_methods: str | None,
-    aggr_period: str | None,
-    aggregated: bool,
-) -> TemporalQuery:
-    """Validate the temporal parameters shared by retrieve and query (400 on bad input)."""
-    query = TemporalQuery()
-    if timerel is not None:
-        if timerel not in ("before", "after", "between"):
-            raise bad_request("timerel must be before, after or between")
-        query.timerel = timerel
-        query.time_at = parse_time(time_at, "timeAt")
-        if timerel == "between":
-            query.end_time_at = parse_time(end_time_at, "endTimeAt")
-            if query.end_time_at <= query.time_at:
-                raise bad_request("endTimeAt must be after timeAt")
-    elif time_at is not None:
-        raise bad_request("timeAt needs timerel")
-    if timeproperty is not None:
-        if timeproperty not in TIME_PROPERTIES:
-            raise bad_request("timeproperty must be observedAt, createdAt or modifiedAt")
-        query.timeproperty = timeproperty
-    if last_n is not None:
-        if not last_n.isdigit() or int(last_n) < 1:
-            raise bad_request("lastN must be a positive whole number")
-        query.last_n = int(last_n)
-    if aggregated:
-        if not aggr_methods:
-            raise bad_request("aggregatedValues needs aggrMethods")
-        methods = [m.strip() for m in aggr_methods.split(",")]
-        unknown = [m for m in methods if m not in AGGR_METHODS]
-        if unknown:
-            raise bad_request(f"Unknown aggrMethods: {', '.join(unknown)}")
-        query.aggr_methods = methods
-        if aggr_period is not None:
-            query.aggr_period = parse_duration(aggr_period) or None
-    return query
+@dataclass
+class Fetched:
+    """Instance rows per series after the time filter and the instance limit."""
+
+    rows: dict[int, list[Any]]
+    # Content-Range when the instance limit cut the result: (start, end, size).
+    range: tuple[datetime, datetime, str] | None = None
+    had_rows: set[int] = field(default_factory=set)
 
 
-class Temporal:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._writer = writer(engine)
-        self._dialect = engine.dialect.name
+@dataclass
+class TemporalResult:
+    entities: list[dict[str, Any]]
+    count: int | None = None
+    content_range: str | None = None
 
-    # --- history recording (the change listener) -------------------------------------
 
-    def record(self, conn: Connection, changes: Sequence[EntityChange]) -> None:
-        rows: list[dict[str, Any]] = []
-        entities: dict[tuple[str, str], tuple[list[str], datetime]] = {}
-        for change in changes:
-            if change.after is None:
-                continue
-            at = _utc(change.at)
-            before = change.before.attrs if change.before is not None else {}
-            new = _changed_instances(before, change.after.attrs)
-            if not new:
-                continue
-            entities[(change.tenant, change.entity_id)] = (change.after.types, at)
-            for iri, inst in new:
-                rows.append(
-                    _row(change.tenant, change.entity_id, change.after.types, iri, inst, at)
-                )
-        if not rows:
-            return
-        self._upsert_entities(conn, entities)
-        bulk_insert(conn, ti, rows)
+class TemporalService:
+    def __init__(self, broker: Broker, instance_limit: int = 100) -> None:
+        self.broker = broker
+        self.engine = broker.engine
+        self.instance_limit = instance_limit
+        broker.add_change_listener(history.HistoryRecorder())
 
-    def _upsert_entities(
-        self, conn: Connection, entities: dict[tuple[str, str], tuple[list[str], datetime]]
-    ) -> None:
-        values = [
-            {
-                "tenant": tenant,
-                "entity_id": entity_id,
-                "type": types[0],
-                "types": types,
-                "created_at": at,
-                "modified_at": at,
-            }
-            for (tenant, entity_id), (types, at) in sorted(entities.items())
-        ]
-        dialect = postgresql if self._dialect == "postgresql" else sqlite
-        stmt = dialect.insert(te)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["tenant", "entity_id"],
-            set_={
-                "type": stmt.excluded.type,
-                "types": stmt.excluded.types,
-                "modified_at": stmt.excluded.modified_at,
-            },
-        )
-        conn.execute(stmt, values)
+    # --- writes ----------------------------------------------------------------------
 
-    # --- temporal writes ---------------------------------------------------------------
-
-    def create_or_add(self, scope: TenantScope, tm: TermMap, body: Any) -> bool:
-        """Add the body's instances to the entity's history; True if the entity was new."""
+    def create_or_update(self, scope: TenantScope, tm: TermMap, body: Any) -> bool:
+        """POST /temporal/entities; True when the entity was created."""
         now = datetime.now(UTC)
         if not isinstance(body, dict):
             raise bad_request("A temporal entity must be a JSON object")
-        head = {k: body[k] for k in ("id", "type", "scope") if k in body}
-        entity = expand_entity(head, tm, to_iso(now), require_type=False)
-        fragment = {k: v for k, v in body.items() if k not in ("id", "type", "scope", "@context")}
-        entity.attrs = _expand_history(fragment, tm, to_iso(now))
-        with self._writer.begin() as conn:
-            known = self._entity_row(conn, scope, entity.id) is not None
-            self._add(conn, scope.tenant, entity, now)
-        return not known
+        entity_id = check_uri(body.get("id"), "Entity id")
+        types = expand_types(body.get("type"), tm)
+        scopes = _scopes(body.get("scope")) if "scope" in body else None
+        attrs = _temporal_attributes(
+            {k: v for k, v in body.items() if k not in ENTITY_RESERVED}, tm, to_iso(now)
+        )
 
-    def append(self, scope: TenantScope, tm: TermMap, entity_id: str, body: Any) -> None:
-        if not isinstance(body, dict) or not body:
-            raise bad_request("The body must be a JSON object of attributes")
+        def work(conn: Connection) -> bool:
+            old = self.broker.load_for_update(conn, scope, entity_id)
+            if old is None:
+                current = Entity(entity_id, types, scopes, _latest({}, attrs))
+            else:
+                current = Entity(
+                    entity_id,
+                    old.types + [t for t in types if t not in old.types],
+                    scopes if scopes is not None else old.scopes,
+                    _latest(old.attrs, attrs),
+                )
+            self._put_current(conn, scope, old, current, now)
+            self._write_instances(conn, scope.tenant, entity_id, attrs, now)
+            return old is None
+
+        return self.broker.write_one(entity_id, work)
+
+    def append(self, scope: TenantScope, tm: TermMap, entity_id: str, fragment: Any) -> None:
+        """POST /temporal/entities/{id}/attrs."""
         now = datetime.now(UTC)
-        fragment = {k: v for k, v in body.items() if k not in ("id", "type", "@context")}
-        attrs = _expand_history(fragment, tm, to_iso(now))
-        with self._writer.begin() as conn:
-            row = self._entity_row(conn, scope, entity_id)
-            if row is None:
-                raise not_found(f"Temporal entity {entity_id} not found")
-            self._add(conn, scope.tenant, Entity(entity_id, row.types, None, attrs), now)
+        if not isinstance(fragment, dict):
+            raise bad_request("The body must be a JSON object of attributes")
+        members = {k: v for k, v in fragment.items() if k not in ENTITY_RESERVED}
+        if not members:
+            raise bad_request("No attributes given")
+        attrs = _temporal_attributes(members, tm, to_iso(now))
 
-    def _add(self, conn: Connection, tenant: str, entity: Entity, at: datetime) -> None:
-        rows = [
-            _row(tenant, entity.id, entity.types, iri, inst, at)
-            for iri, instances in entity.attrs.items()
-            for inst in instances
-        ]
-        known = self._entity_row_conn(conn, tenant, entity.id)
-        types = entity.types or (known.types if known else [])
-        if not types:
-            raise bad_request("A new temporal entity needs a type")
-        self._upsert_entities(conn, {(tenant, entity.id): (types, _utc(at))})
-        if rows:
-            bulk_insert(conn, ti, rows)
+        def work(conn: Connection) -> None:
+            old = self.broker.load_for_update(conn, scope, entity_id)
+            if old is None:
+                raise not_found(f"Entity {entity_id} not found")
+            current = Entity(entity_id, old.types, old.scopes, _latest(old.attrs, attrs))
+            self._put_current(conn, scope, old, current, now)
+            self._write_instances(conn, scope.tenant, entity_id, attrs, now)
+
+        self.broker.write_one(entity_id, work)
 
     def delete_entity(self, scope: TenantScope, entity_id: str) -> None:
-        with self._writer.begin() as conn:
-            gone = conn.execute(
-                delete(te).where(te.c.tenant == scope.tenant, te.c.entity_id == entity_id)
-            ).rowcount
-            if not gone:
-                raise not_found(f"Temporal entity {entity_id} not found")
-            conn.execute(delete(ti).where(ti.c.tenant == scope.tenant, ti.c.entity_id == entity_id))
+        now = datetime.now(UTC)
+
+        def work(conn: Connection) -> None:
+            old = self.broker.load_for_update(conn, scope, entity_id)
+            if old is not None:
+                # The change listener drops the history with the entity.
+                self.broker.put(conn, scope, old, None, now)
+            elif not history.delete_entities(conn, scope.tenant, [entity_id]):
+                raise not_found(f"Entity {entity_id} not found")
+
+        self.broker.write_one(entity_id, work)
 
     def delete_attribute(
         self,
         scope: TenantScope,
+        tm: TermMap,
         entity_id: str,
-        iri: str,
+        attr: str,
+        *,
         dataset_id: str | None,
         delete_all: bool,
     ) -> None:
-        with self._writer.begin() as conn:
-            if self._entity_row(conn, scope, entity_id) is None:
-                raise not_found(f"Temporal entity {entity_id} not found")
-            stmt = delete(ti).where(
-                ti.c.tenant == scope.tenant, ti.c.entity_id == entity_id, ti.c.attr == iri
+        iri = tm.expand(check_name(attr))
+        now = datetime.now(UTC)
+
+        def work(conn: Connection) -> None:
+            old = self.broker.load_for_update(conn, scope, entity_id)
+            found = self._series(conn, scope.tenant, [entity_id], frozenset({iri}), None)
+            if old is None and not found:
+                raise not_found(f"Entity {entity_id} not found")
+            if delete_all:
+                targets = found
+            else:
+                wanted = dataset_id or ""
+                targets = [s for s in found if s.dataset_id == wanted]
+            current = old.attrs.get(iri, []) if old is not None else []
+            kept = (
+                []
+                if delete_all
+                else [i for i in current if i.get("datasetId", "") != (dataset_id or "")]
             )
-            if not delete_all:
-                stmt = stmt.where(
-                    ti.c.dataset_id == dataset_id if dataset_id else ti.c.dataset_id.is_(None)
-                )
-            if not conn.execute(stmt).rowcount:
-                raise not_found(f"Entity {entity_id} has no history of {iri}")
+            if not targets and len(kept) == len(current):
+                raise not_found(f"Entity {entity_id} has no attribute {attr} to delete")
+            history.delete_series(conn, [s.pk for s in targets])
+            if old is not None and len(kept) != len(current):
+                attrs = dict(old.attrs)
+                if kept:
+                    attrs[iri] = kept
+                else:
+                    attrs.pop(iri, None)
+                new = Entity(old.id, old.types, old.scopes, attrs)
+                self._put_current(conn, scope, old, new, now)
+
+        self.broker.write_one(entity_id, work)
 
     def modify_instance(
-        self, scope: TenantScope, tm: TermMap, entity_id: str, iri: str, instance_id: str, body: Any
+        self,
+        scope: TenantScope,
+        tm: TermMap,
+        entity_id: str,
+        attr: str,
+        instance: str,
+        fragment: Any,
     ) -> None:
-        if not isinstance(body, dict) or not body:
-            raise bad_request("The body must be a JSON object with the attribute")
+        iri = tm.expand(check_name(attr))
+        check_uri(instance, "instanceId")
+        if not isinstance(fragment, dict) or not fragment:
+            raise bad_request("The body must be a non-empty JSON object (an attribute instance)")
         now = datetime.now(UTC)
-        name = tm.compact(iri)
-        raw = body.get(name, body) if len(body) == 1 and name in body else body
-        if isinstance(raw, list):
-            if len(raw) != 1:
-                raise bad_request("Give exactly one instance")
-            raw = raw[0]
-        inst = expand_attributes({name: raw}, tm, to_iso(now))[iri][0]
-        with self._writer.begin() as conn:
-            old = conn.execute(
-                select(ti.c.pk, ti.c.created_at, ti.c.dataset_id).where(
-                    ti.c.tenant == scope.tenant,
-                    ti.c.entity_id == entity_id,
-                    ti.c.attr == iri,
-                    ti.c.instance_id == instance_id,
-                )
-            ).first()
-            if old is None:
-                raise not_found(f"Instance {instance_id} of {iri} not found")
-            clean = _clean(inst)
+        body = {k: v for k, v in fragment.items() if k not in ("@context", "instanceId")}
+        [new] = expand_attributes({attr: body}, tm, to_iso(now))[iri]
+
+        def work(conn: Connection) -> None:
+            target = self._find_instance(conn, scope, entity_id, iri, instance)
+            stored = dict(new)
+            dataset = target.dataset_id
+            if dataset:
+                stored["datasetId"] = dataset
+            else:
+                stored.pop("datasetId", None)
+            row = history.instance_row(target.series_pk, stored, now)
             conn.execute(
-                update(ti)
-                .where(ti.c.pk == old.pk)
+                update(instances)
+                .where(instances.c.pk == target.pk)
                 .values(
-                    instance=clean,
-                    observed_at=_observed(clean),
-                    value_num=_number(clean),
-                    dataset_id=clean.get("datasetId"),
+                    observed_at=row["observed_at"],
                     modified_at=now,
+                    num_value=row["num_value"],
+                    instance=row["instance"],
                 )
             )
 
-    def delete_instance(
-        self, scope: TenantScope, entity_id: str, iri: str, instance_id: str
-    ) -> None:
-        with self._writer.begin() as conn:
-            gone = conn.execute(
-                delete(ti).where(
-                    ti.c.tenant == scope.tenant,
-                    ti.c.entity_id == entity_id,
-                    ti.c.attr == iri,
-                    ti.c.instance_id == instance_id,
-                )
-            ).rowcount
-            if not gone:
-                raise not_found(f"Instance {instance_id} of {iri} not found")
+        self.broker.write_one(entity_id, work)
 
-    def prune(self, older_than: datetime, tenant: str | None = None) -> int:
-        """Delete instances recorded before ``older_than``; the number deleted."""
-        with self._writer.begin() as conn:
-            stmt = delete(ti).where(ti.c.modified_at < _utc(older_than))
-            if tenant is not None:
-                stmt = stmt.where(ti.c.tenant == tenant)
-            removed = conn.execute(stmt).rowcount
-            orphan = ~exists().where(ti.c.tenant == te.c.tenant, ti.c.entity_id == te.c.entity_id)
-            orphans = delete(te).where(orphan)
-            if tenant is not None:
-                orphans = orphans.where(te.c.tenant == tenant)
-            conn.execute(orphans)
-        return removed
+    def delete_instance(
+        self, scope: TenantScope, tm: TermMap, entity_id: str, attr: str, instance: str
+    ) -> None:
+        iri = tm.expand(check_name(attr))
+        check_uri(instance, "instanceId")
+
+        def work(conn: Connection) -> None:
+            target = self._find_instance(conn, scope, entity_id, iri, instance)
+            conn.execute(delete(instances).where(instances.c.pk == target.pk))
+
+        self.broker.write_one(entity_id, work)
+
+    def _find_instance(
+        self, conn: Connection, scope: TenantScope, entity_id: str, iri: str, instance: str
+    ) -> Any:
+        found = self._series(conn, scope.tenant, [entity_id], None, None)
+        if not found and store.load(conn, scope, entity_id) is None:
+            raise not_found(f"Entity {entity_id} not found")
+        of_attr = [s for s in found if s.attr == iri]
+        if not of_attr:
+            raise not_found(f"Entity {entity_id} has no attribute {iri}")
+        pk = instance_pk(instance)
+        row = None
+        if pk is not None:
+            row = conn.execute(
+                select(instances.c.pk, instances.c.series_pk).where(
+                    instances.c.pk == pk,
+                    instances.c.series_pk.in_([s.pk for s in of_attr]),
+                )
+            ).first()
+        if row is None:
+            raise not_found(f"No instance {instance} of attribute {iri}")
+        dataset = next(s.dataset_id for s in of_attr if s.pk == row.series_pk)
+        return _Target(row.pk, row.series_pk, dataset)
+
+    def _put_current(
+        self,
+        conn: Connection,
+        scope: TenantScope,
+        old: store.Row | None,
+        new: Entity,
+        now: datetime,
+    ) -> None:
+        """Write the current entity without the listener recording it: the temporal API
+        writes the history itself."""
+        skip = conn.info.setdefault(history.SKIP_KEY, set())
+        skip.add((scope.tenant, new.id))
+        try:
+            self.broker.put(conn, scope, old, new, now)
+        finally:
+            skip.discard((scope.tenant, new.id))
+
+    def _write_instances(
+        self,
+        conn: Connection,
+        tenant: str,
+        entity_id: str,
+        attrs: dict[str, Instances],
+        now: datetime,
+    ) -> None:
+        keys = {
+            (entity_id, iri, inst.get("datasetId", "")): None
+            for iri, items in attrs.items()
+            for inst in items
+        }
+        pks = history.series_pks(conn, tenant, keys)
+        rows = [
+            history.instance_row(pks[(entity_id, iri, inst.get("datasetId", ""))], inst, now)
+            for iri, items in attrs.items()
+            for inst in items
+        ]
+        # Same attribute, datasetId and observedAt: the new instance replaces the stored one.
+        replaced: dict[int, list[datetime]] = {}
+        for row in rows:
+            if row["observed_at"] is not None:
+                replaced.setdefault(row["series_pk"], []).append(row["observed_at"])
+        for series_pk, times in replaced.items():
+            # Look for clashes in the index over the new instances' time span (usually
+            # none: a bulk load appends), and delete only those.
+            stored = conn.execute(
+                select(instances.c.observed_at).where(
+                    instances.c.series_pk == series_pk,
+                    instances.c.observed_at >= min(times),
+                    instances.c.observed_at <= max(times),
+                )
+            ).scalars()
+            clashes = set(times).intersection(stored)
+            if clashes:
+                conn.execute(
+                    delete(instances).where(
+                        instances.c.series_pk == series_pk,
+                        instances.c.observed_at.in_(sorted(clashes)),
+                    )
+                )
+        history.insert_rows(conn, rows)
 
     # --- reads -----------------------------------------------------------------------
 
-    def _entity_row(self, conn: Connection, scope: TenantScope, entity_id: str) -> Any:
-        return self._entity_row_conn(conn, scope.tenant, entity_id)
-
-    @staticmethod
-    def _entity_row_conn(conn: Connection, tenant: str, entity_id: str) -> Any:
-        return conn.execute(
-            select(te.c.entity_id, te.c.types).where(
-                te.c.tenant == tenant, te.c.entity_id == entity_id
-            )
-        ).first()
-
     def retrieve(
-        self, scope: TenantScope, tm: TermMap, entity_id: str, query: TemporalQuery
-    ) -> dict[str, Any]:
-        query.ids = [entity_id]
-        query.id_pattern = None
-        query.types = None
-        query.limit, query.offset, query.count = 1, 0, False
-        with self.engine.connect() as conn:
-            if self._entity_row(conn, scope, entity_id) is None:
-                raise not_found(f"Temporal entity {entity_id} not found")
-            entities, _ = self._run(conn, scope, tm, query, require_instances=False)
-        return entities[0]
-
-    def query(
-        self, scope: TenantScope, tm: TermMap, query: TemporalQuery
-    ) -> tuple[list[dict[str, Any]], int | None]:
-        with self.engine.connect() as conn:
-            return self._run(conn, scope, tm, query, require_instances=True)
-
-    def _run(
         self,
-        conn: Connection,
         scope: TenantScope,
         tm: TermMap,
-        query: TemporalQuery,
-        *,
-        require_instances: bool,
-    ) -> tuple[list[dict[str, Any]], int | None]:
-        conds = [te.c.tenant == scope.tenant]
-        if query.ids:
-            conds.append(te.c.entity_id.in_(query.ids))
-        if query.id_pattern:
-            conds.append(self._regexp(te.c.entity_id, query.id_pattern))
-        if query.types:
-            conds.append(te.c.type.in_(query.types))
-        if scope.visible_types is not None:
-            conds.append(te.c.type.in_(sorted(scope.visible_types)))
-        if require_instances and (query.attrs or query.timerel):
-            inst = [ti.c.tenant == te.c.tenant, ti.c.entity_id == te.c.entity_id]
-            inst += self._instance_filters(query)
-            conds.append(exists().where(*inst))
-        count = None
-        if query.count:
-            count = conn.execute(select(func.count()).select_from(te).where(*conds)).scalar_one()
-        rows = conn.execute(
-            select(te.c.entity_id, te.c.types)
-            .where(*conds)
-            .order_by(te.c.entity_id)
-            .limit(query.limit)
-            .offset(query.offset)
-        ).all()
-        if not rows:
-            return [], count
-        ids = [r.entity_id for r in rows]
-        if query.aggr_methods:
-            attrs = self._aggregate(conn, scope, tm, query, ids)
-        else:
-            attrs = self._instances(conn, scope, tm, query, ids)
-        out = []
-        for r in rows:
-            types = [tm.compact(t) for t in r.types]
-            entity: dict[str, Any] = {
-                "id": r.entity_id,
-                "type": types[0] if len(types) == 1 else types,
-            }
-            entity.update(attrs.get(r.entity_id, {}))
-            out.append(entity)
-        return out, count
-
-    def _regexp(self, column: Any, pattern: str) -> Any:
-        try:
-            re.compile(pattern)
-        except re.error:
-            raise bad_request(f"idPattern {pattern!r} is not a valid regular expression") from None
-        if self._dialect == "postgresql":
-            return column.op("~")(pattern)
-        return column.op("REGEXP")(pattern)
-
-    def _time_column(self, query: TemporalQuery) -> Any:
-        return ti.c[TIME_PROPERTIES[query.timeproperty]]
-
-    def _instance_filters(self, query: TemporalQuery) -> list[Any]:
-        conds: list[Any] = []
-        if query.attrs:
-            conds.append(ti.c.attr.in_(query.attrs))
-        if query.dataset_ids is not None:
-            named = [d for d in query.dataset_ids if d != "@none"]
-            parts = [ti.c.dataset_id.in_(named)] if named else []
-            if "@none" in query.dataset_ids:
-                parts.append(ti.c.dataset_id.is_(None))
-            conds.append(or_(*parts))
-        col = self._time_column(query)
-        if query.timerel == "before":
-            conds.append(col < query.time_at)
-        elif query.timerel == "after":
-            conds.append(col > query.time_at)
-        elif query.timerel == "between":
-            conds.append(and_(col >= query.time_at, col < query.end_time_at))
-        return conds
-
-    def _instances(
-        self,
-        conn: Connection,
-        scope: TenantScope,
-        tm: TermMap,
-        query: TemporalQuery,
-        ids: list[str],
-    ) -> dict[str, dict[str, Any]]:
-        col = self._time_column(query)
-        conds = [
-            ti.c.tenant == scope.tenant,
-            ti.c.entity_id.in_(ids),
-            *self._instance_filters(query),
-        ]
-        cols = [
-            ti.c.pk,
-            ti.c.entity_id,
-            ti.c.attr,
-            ti.c.instance_id,
-            ti.c.instance,
-            ti.c.created_at,
-            ti.c.modified_at,
-            col.label("moment"),
-        ]
-        if query.last_n:
-            rank = (
-                func.row_number()
-                .over(
-                    partition_by=(ti.c.entity_id, ti.c.attr),
-                    order_by=(col.desc(), ti.c.pk.desc()),
-                )
-                .label("rank")
-            )
-            inner = select(*cols, rank).where(*conds).subquery()
-            stmt = (
-                select(*[inner.c[c.name] for c in cols])
-                .where(inner.c.rank <= query.last_n)
-                .order_by(inner.c.entity_id, inner.c.attr, inner.c.moment, inner.c.pk)
-            )
-        else:
-            stmt = select(*cols).where(*conds).order_by(ti.c.entity_id, ti.c.attr, col, ti.c.pk)
-        how = Rendering(sys_attrs=query.sys_attrs)
-        out: dict[str, dict[str, Any]] = {}
-        for r in conn.execute(stmt):
-            inst = dict(r.instance)
-            inst["instanceId"] = r.instance_id
-            if query.sys_attrs:
-                inst["createdAt"] = to_iso(_utc(r.created_at))
-                inst["modifiedAt"] = to_iso(_utc(r.modified_at))
-            rendered = _render_instance(inst, tm, how)
-            out.setdefault(r.entity_id, {}).setdefault(tm.compact(r.attr), []).append(
-                (rendered, r.instance, r.moment)
-            )
-        result: dict[str, dict[str, Any]] = {}
-        for entity_id, attrs in out.items():
-            result[entity_id] = {
-                name: (
-                    _simplified(items, query.timeproperty)
-                    if query.temporal_values
-                    else [item[0] for item in items]
-                )
-                for name, items in attrs.items()
-            }
+        entity_id: str,
+        tq: TemporalQuery,
+        how: TemporalRendering,
+    ) -> TemporalResult:
+        with self.engine.connect() as conn:
+            row = store.load(conn, scope, entity_id)
+            found = self._series(conn, scope.tenant, [entity_id], how.attrs, how.dataset_ids)
+            if row is None:
+                raise not_found(f"Entity {entity_id} not found")
+            if how.attrs is not None and not found:
+                raise not_found(f"Entity {entity_id} has none of the requested attributes")
+            result = self._represent(conn, tm, [row], found, tq, how)
+        if not result.entities or not result.entities[0]:
+            raise not_found(f"Nothing of entity {entity_id} is left after pick / omit")
         return result
 
-    def _epoch(self, column: Any) -> Any:
-        if self._dialect == "postgresql":
-            return func.floor(func.extract("epoch", column))
-        return cast(func.strftime("%s", column), Integer)
+    def query(
+        self,
+        scope: TenantScope,
+        tm: TermMap,
+        query: Query,
+        tq: TemporalQuery,
+        how: TemporalRendering,
+    ) -> TemporalResult:
+        # Only entities with at least one instance in the temporal query (of the requested
+        # attributes and datasets), decided in SQL so pages and counts stay right.
+        condition = [
+            series.c.tenant == entities.c.tenant,
+            series.c.entity_id == entities.c.id,
+            instances.c.series_pk == series.c.pk,
+            *_conditions(tq, _time_column(tq.timeproperty)),
+        ]
+        if how.attrs is not None:
+            condition.append(series.c.attr.in_(sorted(how.attrs)))
+        if how.dataset_ids is not None:
+            condition.append(series.c.dataset_id.in_(_dataset_keys(how.dataset_ids)))
+        # LIMIT 1 keeps it a per-entity probe of the index: without it PostgreSQL turns the
+        # EXISTS into a semi-join over every instance in the time range.
+        extra = [exists(select(instances.c.series_pk).where(*condition).limit(1))]
+        with self.engine.connect() as conn:
+            rows, total = self.broker.select_rows(conn, scope, tm, query, extra)
+            # End the entity page's read: its SET LOCAL planner settings (no sort, no
+            # parallel workers) would slow the aggregation over many series.
+            conn.rollback()
+            found = self._series(
+                conn, scope.tenant, [r.id for r in rows], how.attrs, how.dataset_ids
+            )
+            result = self._represent(conn, tm, rows, found, tq, how)
+        result.entities = [e for e in result.entities if e]
+        result.count = total
+        return result
 
-    def _value_text(self) -> Any:
-        if self._dialect == "postgresql":
-            return cast(func.coalesce(ti.c.instance["value"], ti.c.instance["object"]), Text)
-        return func.coalesce(
-            func.json_extract(ti.c.instance, "$.value"),
-            func.json_extract(ti.c.instance, "$.object"),
+    def _series(
+        self,
+        conn: Connection,
+        tenant: str,
+        entity_ids: Sequence[str],
+        attrs: frozenset[str] | None,
+        dataset_ids: frozenset[str] | None,
+    ) -> list[SeriesInfo]:
+        if not entity_ids:
+            return []
+        stmt = select(series.c.pk, series.c.entity_id, series.c.attr, series.c.dataset_id).where(
+            series.c.tenant == tenant, series.c.entity_id.in_(list(entity_ids))
         )
+        if attrs is not None:
+            stmt = stmt.where(series.c.attr.in_(sorted(attrs)))
+        if dataset_ids is not None:
+            stmt = stmt.where(series.c.dataset_id.in_(_dataset_keys(dataset_ids)))
+        stmt = stmt.order_by(series.c.entity_id, series.c.attr, series.c.dataset_id)
+        return [SeriesInfo(r.pk, r.entity_id, r.attr, r.dataset_id) for r in conn.execute(stmt)]
+
+    def _represent(
+        self,
+        conn: Connection,
+        tm: TermMap,
+        rows: Sequence[store.Row],
+        found: Sequence[SeriesInfo],
+        tq: TemporalQuery,
+        how: TemporalRendering,
+    ) -> TemporalResult:
+        by_entity: dict[str, list[SeriesInfo]] = {}
+        for info in found:
+            by_entity.setdefault(info.entity_id, []).append(info)
+        time_col = _time_column(tq.timeproperty)
+        conditions = _conditions(tq, time_col)
+        content_range = None
+        buckets: dict[int, list[Bucket]] = {}
+        fetched = Fetched({})
+        if how.format == "aggregatedValues":
+            buckets = self._aggregate(conn, found, tq, how, time_col, conditions)
+        else:
+            fetched = self._fetch(conn, found, tq, time_col, conditions)
+            if fetched.range is not None:
+                start, end, size = fetched.range
+                content_range = f"date-time {fmt_time(start)}-{fmt_time(end)}/{size}"
+        out = []
+        for row in rows:
+            entity = _entity_head(row, tm)
+            for info in by_entity.get(row.id, []):
+                name = tm.compact(info.attr)
+                if how.format == "aggregatedValues":
+                    _put_aggregated(entity, name, info, buckets.get(info.pk), how, tq)
+                else:
+                    _put_instances(entity, name, info, fetched, tq, how, tm)
+            if how.pick is not None:
+                entity = apply_pick(entity, how.pick)
+            if how.omit is not None:
+                entity = apply_omit(entity, how.omit)
+            out.append(entity)
+        return TemporalResult(out, content_range=content_range)
+
+    def _fetch(
+        self,
+        conn: Connection,
+        found: Sequence[SeriesInfo],
+        tq: TemporalQuery,
+        time_col: Any,
+        conditions: list[Any],
+    ) -> Fetched:
+        cap = self.instance_limit
+        n = min(tq.last_n, cap) if tq.last_n else cap
+        backward = tq.last_n is not None
+        order = (time_col.desc(), instances.c.pk.desc()) if backward else (time_col, instances.c.pk)
+        columns = (
+            instances.c.pk,
+            instances.c.series_pk,
+            instances.c.observed_at,
+            instances.c.created_at,
+            instances.c.modified_at,
+            instances.c.deleted_at,
+            instances.c.instance,
+            time_col.label("at"),
+        )
+        rows: dict[int, list[Any]] = {}
+        pks = [s.pk for s in found]
+        for start in range(0, len(pks), _UNION_CHUNK):
+            parts = [
+                select(*columns)
+                .where(instances.c.series_pk == pk, *conditions)
+                .order_by(*order)
+                .limit(n)
+                .subquery()
+                .select()
+                for pk in pks[start : start + _UNION_CHUNK]
+            ]
+            stmt = parts[0] if len(parts) == 1 else union_all(*parts)
+            for r in conn.execute(stmt):
+                rows.setdefault(r.series_pk, []).append(r)
+        result = Fetched(rows, had_rows={pk for pk, items in rows.items() if items})
+
+        def moment(r: Any) -> datetime:
+            return r.at or r.modified_at
+
+        hit = [items for items in rows.values() if len(items) >= cap and n == cap]
+        if hit:
+            if backward:
+                cut = max(min(moment(r) for r in items) for items in hit)
+                for pk, items in rows.items():
+                    rows[pk] = [r for r in items if moment(r) >= cut]
+            else:
+                cut = min(max(moment(r) for r in items) for items in hit)
+                for pk, items in rows.items():
+                    rows[pk] = [r for r in items if moment(r) <= cut]
+            times = [moment(r) for items in rows.values() for r in items]
+            if backward:
+                if tq.timerel == "between":
+                    start_at = tq.end_time_at
+                elif tq.timerel == "before":
+                    start_at = tq.time_at
+                else:
+                    start_at = max(times) if times else cut
+            elif tq.timerel in ("after", "between"):
+                start_at = tq.time_at
+            else:
+                start_at = min(times) if times else cut
+            size = str(tq.last_n) if tq.last_n else "*"
+            result.range = (start_at or cut, cut, size)
+        for items in rows.values():
+            items.sort(key=lambda r: (moment(r), r.pk))
+        return result
 
     def _aggregate(
         self,
         conn: Connection,
-        scope: TenantScope,
-        tm: TermMap,
-        query: TemporalQuery,
-        ids: list[str],
-    ) -> dict[str, dict[str, Any]]:
-        col = self._time_column(query)
-        conds = [
-            ti.c.tenant == scope.tenant,
-            ti.c.entity_id.in_(ids),
-            col.is_not(None),
-            *self._instance_filters(query),
-        ]
-        if query.timerel in ("after", "between"):
-            start = math.floor((query.time_at - _EPOCH).total_seconds())
+        found: Sequence[SeriesInfo],
+        tq: TemporalQuery,
+        how: TemporalRendering,
+        time_col: Any,
+        conditions: list[Any],
+    ) -> dict[int, list[Bucket]]:
+        if not found:
+            return {}
+        assert how.aggr_period is not None
+        if tq.timerel in ("after", "between") and tq.time_at is not None:
+            origins = {s.pk: tq.time_at for s in found}
         else:
-            first = conn.execute(select(func.min(col)).where(*conds)).scalar()
-            if first is None:
-                return {}
-            start = math.floor((_utc(first) - _EPOCH).total_seconds())
-        period = query.aggr_period
-        if period:
-            step = max(1, int(period))
-            bucket = cast((self._epoch(col) - start) / step, Integer)
-            if self._dialect == "postgresql":
-                bucket = cast(func.floor((self._epoch(col) - start) / step), Integer)
-        else:
-            bucket = literal(0)
-        num = ti.c.value_num
-        bucket = bucket.label("bucket")
-        stmt = (
-            select(
-                ti.c.entity_id,
-                ti.c.attr,
-                ti.c.dataset_id,
-                bucket,
-                func.min(ti.c.instance["type"].as_string()).label("kind"),
-                func.count().label("n"),
-                func.count(func.distinct(self._value_text())).label("distinct"),
-                func.count(num).label("n_num"),
-                func.sum(num).label("sum"),
-                func.sum(num * num).label("sumsq"),
-                func.min(num).label("min"),
-                func.max(num).label("max"),
-                func.min(col).label("first"),
-                func.max(col).label("last"),
-            )
-            .where(*conds)
-            .group_by(ti.c.entity_id, ti.c.attr, ti.c.dataset_id, bucket)
-            .order_by(ti.c.entity_id, ti.c.attr, ti.c.dataset_id, bucket)
+            origins = self._first_times(conn, [s.pk for s in found], time_col, conditions)
+        end = tq.end_time_at if tq.timerel == "between" else None
+        if tq.timerel == "before":
+            end = tq.time_at
+        buckets = aggregate(
+            conn, origins, time_col, conditions, how.aggr_period, how.aggr_methods, end
         )
-        out: dict[str, dict[str, dict[str | None, dict[str, Any]]]] = {}
-        for r in conn.execute(stmt):
-            if period:
-                begin = datetime.fromtimestamp(start + r.bucket * int(period), UTC)
-                end = begin + timedelta(seconds=int(period))
-            elif query.timerel == "between":
-                begin, end = query.time_at, query.end_time_at
-            else:
-                begin, end = _utc(r.first), _utc(r.last)
-            span = [_iso(begin), _iso(end)]
-            attr = out.setdefault(r.entity_id, {}).setdefault(tm.compact(r.attr), {})
-            body = attr.setdefault(r.dataset_id, {"type": r.kind or "Property"})
-            if r.dataset_id:
-                body["datasetId"] = r.dataset_id
-            for method in query.aggr_methods or ():
-                body.setdefault(method, []).append([_aggregate_value(method, r), *span])
-        return {
-            entity_id: {
-                name: bodies[None] if list(bodies) == [None] else list(bodies.values())
-                for name, bodies in attrs.items()
-            }
-            for entity_id, attrs in out.items()
-        }
+        if tq.last_n:
+            buckets = {pk: items[-tq.last_n :] for pk, items in buckets.items()}
+        return buckets
+
+    def _first_times(
+        self, conn: Connection, pks: Sequence[int], time_col: Any, conditions: list[Any]
+    ) -> dict[int, datetime]:
+        out: dict[int, datetime] = {}
+        for start in range(0, len(pks), _UNION_CHUNK):
+            parts = [
+                select(instances.c.series_pk, time_col.label("at"))
+                .where(instances.c.series_pk == pk, time_col.is_not(None), *conditions)
+                .order_by(time_col)
+                .limit(1)
+                .subquery()
+                .select()
+                for pk in pks[start : start + _UNION_CHUNK]
+            ]
+            stmt = parts[0] if len(parts) == 1 else union_all(*parts)
+            for r in conn.execute(stmt):
+                out[r.series_pk] = r.at
+        return out
+
+    # --- retention -------------------------------------------------------------------
+
+    def purge(
+        self,
+        default_days: int,
+        by_tenant: dict[str, int] | None = None,
+        now: datetime | None = None,
+    ) -> int:
+        """Delete instances older than the retention period; returns how many.
+
+        ``default_days`` applies to every tenant without an entry in ``by_tenant``;
+        0 keeps history forever. Age is observedAt, or when it was recorded.
+        """
+        now = now or datetime.now(UTC)
+        by_tenant = by_tenant or {}
+        removed = 0
+        with self.broker.engine.connect() as conn:
+            tenants = list(conn.execute(select(series.c.tenant).distinct()).scalars())
+        for tenant in tenants:
+            days = by_tenant.get(tenant, default_days)
+            if days <= 0:
+                continue
+            cutoff = now - timedelta(days=days)
+            keys = select(series.c.pk).where(series.c.tenant == tenant)
+            stale = or_(
+                instances.c.observed_at < cutoff,
+                and_(instances.c.observed_at.is_(None), instances.c.modified_at < cutoff),
+            )
+            with writer(self.engine).begin() as conn:
+                removed += conn.execute(
+                    delete(instances).where(instances.c.series_pk.in_(keys), stale)
+                ).rowcount
+        if removed:
+            log.info("temporal retention removed %d instances", removed)
+        return removed
 
 
-def _aggregate_value(method: str, r: Any) -> Any:
-    n = r.n_num
-    if method == "totalCount":
-        return r.n
-    if method == "distinctCount":
-        return r.distinct
-    if n == 0:
-        return None
-    if method == "sum":
-        return r.sum
-    if method == "sumsq":
-        return r.sumsq
-    if method == "avg":
-        return r.sum / n
-    if method == "min":
-        return r.min
-    if method == "max":
-        return r.max
-    # stddev: the sample standard deviation (0 for a single value), like PostgreSQL's stddev.
-    if n < 2:
-        return 0.0
-    mean = r.sum / n
-    variance = max(0.0, (r.sumsq - n * mean * mean) / (n - 1))
-    return math.sqrt(variance)
+@dataclass
+class _Target:
+    pk: int
+    series_pk: int
+    dataset_id: str
 
 
-def _simplified(items: list[tuple[Any, dict[str, Any], Any]], timeproperty: str) -> Any:
-    """temporalValues: per attribute {type, values: [[value, time], ...]} (per datasetId)."""
-    groups: dict[str | None, dict[str, Any]] = {}
-    for _rendered, inst, moment in items:
-        dataset = inst.get("datasetId")
-        kind = inst.get("type", "Property")
-        body = groups.setdefault(dataset, {"type": kind})
-        if dataset:
-            body["datasetId"] = dataset
-        if kind == "Relationship":
-            key, value = "objects", inst.get("object")
-        elif kind == "LanguageProperty":
-            key, value = "languageMaps", inst.get("languageMap")
-        elif kind == "VocabProperty":
-            key, value = "vocabs", inst.get("vocab")
-        elif kind == "JsonProperty":
-            key, value = "jsons", inst.get("json")
-        elif kind == "ListProperty":
-            key, value = "valueLists", inst.get("valueList")
-        else:
-            key, value = "values", inst.get("value")
-        when = _iso(moment) if moment is not None else None
-        body.setdefault(key, []).append([value, when])
-    return groups[None] if list(groups) == [None] else list(groups.values())
+# --- helpers -------------------------------------------------------------------------
 
 
-def _iso(moment: datetime) -> str:
-    """UTC ISO 8601, without fractional seconds when there are none (2020-08-01T12:03:00Z)."""
-    moment = _utc(moment)
-    if moment.microsecond:
-        return to_iso(moment)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def _clean(inst: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in inst.items() if k not in SYSTEM_KEYS and k != "instanceId"}
-
-
-def _observed(inst: dict[str, Any]) -> datetime | None:
-    raw = inst.get("observedAt")
-    if not isinstance(raw, str):
-        return None
-    try:
-        return parse_time(raw, "observedAt")
-    except Exception:  # noqa: BLE001 - validated on the way in; never fail the write here
-        return None
-
-
-def _number(inst: dict[str, Any]) -> float | None:
-    value = inst.get("value")
-    if (
-        inst.get("type") == "Property"
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-    ):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return None
-
-
-def _row(
-    tenant: str, entity_id: str, types: list[str], iri: str, inst: dict[str, Any], at: datetime
-) -> dict[str, Any]:
-    clean = _clean(inst)
-    return {
-        "tenant": tenant,
-        "entity_id": entity_id,
-        "entity_type": types[0] if types else "",
-        "attr": iri,
-        "dataset_id": clean.get("datasetId"),
-        "instance_id": f"urn:ngsi-ld:attribute:instance:{uuid.uuid4()}",
-        "observed_at": _observed(clean),
-        "created_at": at,
-        "modified_at": at,
-        "value_num": _number(clean),
-        "instance": clean,
-    }
-
-
-def _changed_instances(
-    before: dict[str, list[dict[str, Any]]], after: dict[str, list[dict[str, Any]]]
-) -> list[tuple[str, dict[str, Any]]]:
-    """Instances of ``after`` that are new or whose content differs from ``before``."""
-    out = []
-    for iri, instances in after.items():
-        old = {i.get("datasetId"): _clean(i) for i in before.get(iri, ())}
-        for inst in instances:
-            if old.get(inst.get("datasetId")) != _clean(inst):
-                out.append((iri, inst))
+def _temporal_attributes(members: dict[str, Any], tm: TermMap, now: str) -> dict[str, Instances]:
+    """Attributes of a temporal body: each a list of instances, any number per datasetId."""
+    out: dict[str, Instances] = {}
+    for name, raw in members.items():
+        check_name(name)
+        items = (
+            raw
+            if isinstance(raw, list) and raw and all(isinstance(i, dict) for i in raw)
+            else [raw]
+        )
+        for item in items:
+            expanded = expand_attributes({name: item}, tm, now)
+            for iri, insts in expanded.items():
+                out.setdefault(iri, []).extend(insts)
     return out
 
 
-def _expand_history(
-    fragment: dict[str, Any], tm: TermMap, now: str
-) -> dict[str, list[dict[str, Any]]]:
-    """Attributes of a temporal body: each an array of instances, validated one by one.
-
-    Instances of one attribute share a datasetId in a temporal body (they are points in
-    time), which the entity validator would refuse as a whole.
-    """
-    attrs: dict[str, list[dict[str, Any]]] = {}
-    for name, raw in fragment.items():
-        items = raw if isinstance(raw, list) else [raw]
-        if not items:
-            raise bad_request(f"Attribute {name!r} has no instances")
-        for item in items:
-            for iri, instances in expand_attributes({name: item}, tm, now).items():
-                attrs.setdefault(iri, []).extend(instances)
+def _latest(current: dict[str, Instances], new: dict[str, Instances]) -> dict[str, Instances]:
+    """The current attributes with each (attribute, datasetId) at its latest instance."""
+    attrs = {iri: list(items) for iri, items in current.items()}
+    for iri, items in new.items():
+        slot = attrs.setdefault(iri, [])
+        for inst in items:
+            dataset = inst.get("datasetId")
+            existing = next((i for i in slot if i.get("datasetId") == dataset), None)
+            if existing is None:
+                slot.append(inst)
+                continue
+            old_time = history.parse_time(existing.get("observedAt"))
+            new_time = history.parse_time(inst.get("observedAt"))
+            if old_time is not None and (new_time is None or new_time < old_time):
+                continue
+            replacement = dict(inst)
+            if "createdAt" in existing:
+                replacement["createdAt"] = existing["createdAt"]
+            slot[slot.index(existing)] = replacement
+        slot.sort(key=lambda i: "datasetId" in i)
     return attrs
+
+
+def _dataset_keys(dataset_ids: frozenset[str]) -> list[str]:
+    return sorted("" if d == "@none" else d for d in dataset_ids)
+
+
+def _time_column(prop: str) -> Any:
+    return {
+        "observedAt": instances.c.observed_at,
+        "createdAt": instances.c.created_at,
+        "modifiedAt": instances.c.modified_at,
+        "deletedAt": instances.c.deleted_at,
+    }[prop]
+
+
+def _conditions(tq: TemporalQuery, col: Any) -> list[Any]:
+    out: list[Any] = []
+    if tq.timerel is not None or tq.explicit_property:
+        out.append(col.is_not(None))
+    else:
+        out.append(instances.c.deleted_at.is_(None))
+    # Half-open intervals: before(t) and after(t) split the timeline without overlap.
+    if tq.timerel == "before":
+        out.append(col < tq.time_at)
+    elif tq.timerel == "after":
+        out.append(col >= tq.time_at)
+    elif tq.timerel == "between":
+        out.append(col >= tq.time_at)
+        out.append(col < tq.end_time_at)
+    return out
+
+
+def _entity_head(row: store.Row, tm: TermMap) -> dict[str, Any]:
+    return render_entity(row.id, row.types, row.scopes, {}, None, None, tm, EntityRendering())
+
+
+def _instance_out(r: Any, tm: TermMap, how: TemporalRendering) -> dict[str, Any]:
+    stored = dict(r.instance)
+    if r.observed_at is not None:
+        stored["observedAt"] = fmt_time(r.observed_at)
+    if how.sys_attrs:
+        stored["createdAt"] = fmt_time(r.created_at)
+        stored["modifiedAt"] = fmt_time(r.modified_at)
+    out = _render_instance(stored, tm, EntityRendering(sys_attrs=how.sys_attrs))
+    out["instanceId"] = instance_id(r.pk)
+    if r.deleted_at is not None:
+        out["deletedAt"] = fmt_time(r.deleted_at)
+    return out
+
+
+def _put_instances(
+    entity: dict[str, Any],
+    name: str,
+    info: SeriesInfo,
+    fetched: Fetched,
+    tq: TemporalQuery,
+    how: TemporalRendering,
+    tm: TermMap,
+) -> None:
+    if info.pk not in fetched.had_rows:
+        return  # nothing in the time range: the attribute is left out
+    rows = fetched.rows.get(info.pk, [])
+    if how.format == "normalized":
+        items = entity.setdefault(name, [])
+        items.extend(_instance_out(r, tm, how) for r in rows)
+        return
+    kind = rows[-1].instance.get("type", "Property") if rows else "Property"
+    key, member = _SIMPLIFIED_KEYS.get(kind, ("values", "value"))
+    values = []
+    for r in rows:
+        stored = r.instance
+        when = fmt_time(r.at or r.modified_at)
+        if kind in ("Property", "GeoProperty", "Relationship", "ListProperty"):
+            values.append([stored.get(member), when])
+        elif kind == "ListRelationship":
+            values.append([[o.get("object") for o in stored.get(member, [])], when])
+        elif kind == "VocabProperty":
+            vocab = stored.get(member)
+            compact = [tm.compact(v) for v in vocab] if isinstance(vocab, list) else vocab
+            if isinstance(vocab, str):
+                compact = tm.compact(vocab)
+            values.append([{member: compact}, when])
+        else:
+            values.append([{member: stored.get(member)}, when])
+    block: dict[str, Any] = {"type": kind, key: values}
+    if info.dataset_id:
+        block["datasetId"] = info.dataset_id
+    _add_block(entity, name, block)
+
+
+def _put_aggregated(
+    entity: dict[str, Any],
+    name: str,
+    info: SeriesInfo,
+    buckets: list[Bucket] | None,
+    how: TemporalRendering,
+    tq: TemporalQuery,
+) -> None:
+    if not buckets:
+        return
+    block: dict[str, Any] = {"type": "Property"}
+    for method in how.aggr_methods:
+        block[method] = [
+            [b.values[method], fmt_time(b.start), fmt_time(b.end)]
+            for b in buckets
+            if b.values.get(method) is not None
+        ]
+    if info.dataset_id:
+        block["datasetId"] = info.dataset_id
+    _add_block(entity, name, block)
+
+
+def _add_block(entity: dict[str, Any], name: str, block: dict[str, Any]) -> None:
+    existing = entity.get(name)
+    if existing is None:
+        entity[name] = block
+    elif isinstance(existing, list):
+        existing.append(block)
+    else:
+        entity[name] = [existing, block]
