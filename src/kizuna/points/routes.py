@@ -79,7 +79,9 @@ async def confirm(request: Request, scope: ReadScope, payment_id: str) -> Paymen
     first = await _post(points, scope.tenant, plan.items)
     if isinstance(first, PointsError):
         raise await run_in_threadpool(points.confirm_refused, scope.tenant, payment_id, first)
-    return await run_in_threadpool(points.confirmed, scope.tenant, resident, plan, first)
+    if plan.discount or first.status == "exists":  # a database write or read follows
+        return await run_in_threadpool(points.confirmed, scope.tenant, resident, plan, first)
+    return points.confirmed(scope.tenant, resident, plan, first)  # cached shop name only
 
 
 def _with_me(request: Request, scope: TenantScope, then: Any) -> tuple[Resident, Any]:
