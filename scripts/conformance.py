@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,19 @@ def start_server(
     raise SystemExit(f"kizuna did not start; see {workdir / 'server.log'}")
 
 
+def start_mosquitto(port: int, workdir: Path) -> subprocess.Popen | None:
+    """A second Mosquitto on a loopback port (the suite starts one in Docker)."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
+        print("mosquitto not found: the non-default-port MQTT cases will fail")
+        return None
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    return subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
 def summarise(output_xml: Path) -> tuple[int, int, list[tuple[str, str, str]]]:
     root = ET.parse(output_xml).getroot()
     rows = []
@@ -113,6 +127,16 @@ def main() -> None:
         metavar="URL_PREFIX=DIR",
         help="also preload @context documents (some suite data refers to contexts not in shared/)",
     )
+    parser.add_argument(
+        "--notify-port", type=int, default=9191, help="suite's notification receiver"
+    )
+    parser.add_argument("--mqtt-host", default="127.0.0.1")
+    parser.add_argument(
+        "--mqtt-alt-port",
+        type=int,
+        default=9192,
+        help="a second Mosquitto for non-default-port cases",
+    )
     parser.add_argument("selection", nargs="*", default=DEFAULT_SELECTION)
     args = parser.parse_args()
     suite = args.suite.resolve()
@@ -121,6 +145,7 @@ def main() -> None:
     out = (args.out or workdir / "robot").resolve()
     extra = dict(item.split("=", 1) for item in args.extra_context)
     server, schema = start_server(args.port, args.db, workdir, extra)
+    mosquitto = start_mosquitto(args.mqtt_alt_port, workdir)
     try:
         base = f"http://127.0.0.1:{args.port}/ngsi-ld/v1"
         subprocess.run(
@@ -132,6 +157,14 @@ def main() -> None:
                 f"url:{base}",
                 "--variable",
                 f"temporal_api_url:{base}",
+                "--variable",
+                "notification_server_host:127.0.0.1",
+                "--variable",
+                f"notification_server_port:{args.notify_port}",
+                "--variable",
+                f"mqtt_broker_host:{args.mqtt_host}",
+                "--variable",
+                f"mqtt_broker_non_default_port:{args.mqtt_alt_port}",
                 "--outputdir",
                 str(out),
                 "--loglevel",
@@ -146,6 +179,9 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+        if mosquitto is not None:
+            mosquitto.terminate()
+            mosquitto.wait(timeout=10)
         if schema:
             import psycopg
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -22,6 +23,11 @@ from kizuna.auth.service import Authenticator
 from kizuna.broker.context import ContextStore
 from kizuna.broker.routes import router as broker_router
 from kizuna.broker.service import Broker
+from kizuna.broker.subscriptions.delivery import DeliveryWorker
+from kizuna.broker.subscriptions.routes import router as subscriptions_router
+from kizuna.broker.subscriptions.service import Subscriptions
+from kizuna.broker.temporal.routes import router as temporal_router
+from kizuna.broker.temporal.service import TemporalService
 from kizuna.energy import pages as energy_pages
 from kizuna.ledger.jobs import LedgerJobs
 from kizuna.ledger.routes import router as ledger_router
@@ -34,6 +40,10 @@ from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
 from kizuna.tenancy.routes import router as tenancy_router
 from kizuna.tenancy.service import TenantDirectory
+from kizuna.watch import pages as watch_pages
+from kizuna.watch.routes import router as watch_router
+from kizuna.watch.runtime import WatchRuntime
+from kizuna.watch.service import WatchService
 from kizuna.web.mount import error_page, mount_web, wants_html
 
 log = logging.getLogger("kizuna")
@@ -49,6 +59,9 @@ class Services:
     tenants: TenantDirectory
     broker: Broker
     ledger: Ledger
+    watch: WatchService
+    temporal: TemporalService
+    subscriptions: Subscriptions
     points: Points
 
 
@@ -57,16 +70,41 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine_for(settings.effective_database_url())
     upgrade_to_head(engine)
+    contexts = ContextStore(engine, settings)
+    tenants = TenantDirectory(engine)
+    broker = Broker(engine, contexts)
     ledger = Ledger(engine, settings.data_dir)
+    # Both register listeners on the broker's write path: attribute history and the
+    # notification outbox are written inside every entity write's transaction.
+    temporal = TemporalService(broker, settings.temporal_instance_limit)
+    subscriptions = Subscriptions(engine, contexts, broker, settings)
     return Services(
         settings=settings,
         engine=engine,
         authenticator=Authenticator(engine, settings),
-        tenants=TenantDirectory(engine),
-        broker=Broker(engine, ContextStore(engine, settings)),
+        tenants=tenants,
+        broker=broker,
         ledger=ledger,
+        watch=WatchService(engine, settings, broker, tenants, ledger, subscriptions),
+        temporal=temporal,
+        subscriptions=subscriptions,
         points=Points(engine, ledger, settings.data_dir, settings.points_qr_secret),
     )
+
+
+async def _retention_loop(services: Services) -> None:
+    """Purge temporal history older than the retention period, now and then periodically."""
+    settings = services.settings
+    while True:
+        try:
+            await asyncio.to_thread(
+                services.temporal.purge,
+                settings.temporal_retention_days,
+                settings.temporal_retention_by_tenant,
+            )
+        except Exception:  # noqa: BLE001 - keep the loop alive; the next run retries
+            log.exception("temporal retention run failed")
+        await asyncio.sleep(settings.temporal_retention_interval_minutes * 60)
 
 
 def problem_response(problem: Problem) -> Response:
@@ -122,12 +160,37 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         services.ledger, settings.ledger_checkpoint_seconds, settings.ledger_jobs_seconds
     )
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs.start()
+        retention = None
+        if settings.temporal_retention_enabled:
+            retention = asyncio.create_task(_retention_loop(services))
+        worker = None
+        if settings.notify_worker:
+            worker = DeliveryWorker(
+                services.engine, services.subscriptions, services.broker.contexts, settings
+            )
+            await worker.start()
+        app.state.delivery = worker
+        # Devices' MQTT consumer and the watch jobs; with several workers, run them once
+        # with `kizuna watch ingest` instead (one MQTT session, one scheduler).
+        runtime = WatchRuntime(services.watch)
+        runtime.start(
+            mqtt=settings.workers == 1,
+            jobs=settings.watch_jobs_enabled and settings.workers == 1,
+        )
+        app.state.watch_runtime = runtime
         try:
             yield
         finally:
+            runtime.stop()
+            if worker is not None:
+                await worker.stop()
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             jobs.stop()
 
     app = FastAPI(
@@ -162,11 +225,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return {"status": "ok", "version": __version__}
 
     app.include_router(broker_router)
+    app.include_router(temporal_router)
+    app.include_router(subscriptions_router)
     app.include_router(auth_router)
     app.include_router(tenancy_router)
     app.include_router(ledger_router)
+    app.include_router(watch_router)
     app.include_router(points_router)
-    mount_web(app, page_modules=[energy_pages, points_pages])
+    mount_web(app, page_modules=[energy_pages, watch_pages, points_pages])
     app.add_middleware(
         BodySizeLimit,
         limit=settings.max_body_bytes,

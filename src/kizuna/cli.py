@@ -11,6 +11,7 @@ from rich.console import Console
 from kizuna.energy.cli import energy_app
 from kizuna.ledger.cli import ledger_app
 from kizuna.settings import Settings, get_settings
+from kizuna.watch.cli import watch_app
 
 app = typer.Typer(help="Kizuna (絆) city OS", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance")
@@ -18,6 +19,7 @@ users_app = typer.Typer(help="Users and API keys")
 app.add_typer(db_app, name="db")
 app.add_typer(energy_app, name="energy", help="Local consumption of waste-to-energy power")
 app.add_typer(users_app, name="users")
+app.add_typer(watch_app, name="watch", help="Mimamori and flood sensors (MQTT ingest, jobs)")
 app.add_typer(ledger_app, name="ledger", help="Regional points ledger: verify, checkpoints, jobs")
 console = Console()
 
@@ -84,6 +86,27 @@ def db_upgrade() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_to_head(create_engine_for(settings.effective_database_url()))
     console.print("database is up to date")
+
+
+@db_app.command("purge-history")
+def purge_history(
+    days: int = typer.Option(
+        None, help="Keep this many days (default KIZUNA_TEMPORAL_RETENTION_DAYS)"
+    ),
+) -> None:
+    """Delete temporal history older than the retention period (every tenant)."""
+    from kizuna.broker.context import ContextStore
+    from kizuna.broker.service import Broker
+    from kizuna.broker.temporal.service import TemporalService
+    from kizuna.storage import create_engine_for, upgrade_to_head
+
+    settings = get_settings()
+    engine = create_engine_for(settings.effective_database_url())
+    upgrade_to_head(engine)
+    temporal = TemporalService(Broker(engine, ContextStore(engine, settings)))
+    keep = settings.temporal_retention_days if days is None else days
+    removed = temporal.purge(keep, settings.temporal_retention_by_tenant)
+    console.print(f"removed {removed} temporal instances")
 
 
 @users_app.command("create")

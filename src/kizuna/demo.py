@@ -19,6 +19,7 @@ from kizuna.auth.service import SYSTEM, Role, create_api_key, create_user
 from kizuna.energy import demo as energy_demo
 from kizuna.points import demo as points_demo
 from kizuna.storage import writer
+from kizuna.watch import demo as watch_demo
 
 REGION = ("higashi-harima", "東播磨", "Higashi-Harima")
 DEMO_PASSWORD = "kizuna-demo"
@@ -233,6 +234,7 @@ def seed(services: Any, console: Console) -> str:
     lines = [
         f"東播磨 demo: {len(TOWNS)} tenants, {entity_count} entities",
         energy_demo.seed(services, REGION[0]),
+        watch_demo.seed(services, TOWNS),
         points_demo.seed(services),
         f"platform admin: admin / {DEMO_PASSWORD}",
         *(f"staff of {t.id}: {t.id}-staff / {DEMO_PASSWORD}" for t in TOWNS),

@@ -56,17 +56,71 @@ class Settings(BaseSettings):
 
     token_ttl_hours: int = 12
 
+    # Mimamori and flood watch (kizuna.watch). Empty MQTT URL: the app does not start the
+    # MQTT consumer (run `kizuna watch ingest` instead, or set mqtt://127.0.0.1:1883).
+    watch_mqtt_url: str = ""
+    # Topics are <prefix>/<tenant>/<device id>/<detections|reading>.
+    watch_mqtt_topic_prefix: str = "kizuna"
+    # A stable client id keeps the broker-side session (QoS 1 messages queued while away).
+    watch_mqtt_client_id: str = "kizuna-watch-ingest"
+    # True only where broker ACLs already bind each device to its own topic (see docs/watch.md).
+    watch_mqtt_trust_topic: bool = False
+    watch_retention_days: int = 30
+    # Published per-area-per-hour counts: cells with fewer distinct tags are withheld.
+    watch_min_published_count: int = 5
+    # Background jobs (not-seen checks, beacon silence, webhooks, retention, counts).
+    watch_jobs_enabled: bool = True
+    watch_job_interval_seconds: float = 30.0
+    # A flood beacon unheard this long is taken to be under water.
+    watch_beacon_silence_minutes: float = 10.0
+    # Volunteer phones: points per accepted detections, and caps (administrative points).
+    watch_volunteer_detections_per_point: int = 20
+    watch_volunteer_daily_point_cap: int = 10
+    watch_volunteer_monthly_point_cap: int = 100
+    # The points are paid through the ledger: this administrative currency, from this budget
+    # account of the tenant (the town funds it), into the volunteer's wallet account.
+    # Guardians' webhooks: https only (the server POSTs wherever a resident points it, so
+    # plain http to anything, e.g. services on the server's own network, is refused).
+    watch_webhook_allow_http: bool = False
+    watch_volunteer_currency: str = "gyosei"
+    watch_volunteer_budget_account: str = "budget:mimamori"
+    watch_volunteer_wallet_account: str = "resident:{username}"
+
     # Ledger jobs in every server process (0 turns one off): sign a checkpoint of each
     # tenant's log when it grew; void timed-out pending transfers and sweep expired lots.
     ledger_checkpoint_seconds: float = 60
     ledger_jobs_seconds: float = 300
 
+    # Notification delivery (subscriptions): the outbox worker in every serve process.
+    notify_worker: bool = True
+    notify_poll_interval: float = 0.05  # seconds between outbox polls when not woken
+    notify_timeout: float = 10.0  # per HTTP request / MQTT publish acknowledgement
+    notify_per_endpoint: int = 8  # deliveries in flight to one endpoint, per process
+    notify_concurrency: int = 256  # deliveries in flight, per process
+    notify_batch: int = 256  # outbox rows looked at per claim
+    notify_lease_seconds: float = 30.0  # a claimed row comes due again after this
+    notify_backoff_base: float = 0.5  # first retry after this, doubling per attempt
+    notify_backoff_max: float = 60.0
+    notify_give_up_seconds: float = 86_400.0  # undelivered this long: kept as dead
     # Points: the key that signs shop QR codes (empty: a random key kept in
     # data_dir/points/qr.key, shared by every server on that folder).
     points_qr_secret: str = ""
     # Points: an OIDC identity claim that counts as 実名 verification (dotted path, e.g.
     # "verified_claims.verification.trust_framework"); empty: staff verify every resident.
     points_oidc_verified_claim: str = ""
+    # Temporal API: attribute instances returned per attribute before a response is cut
+    # (206 + Content-Range); history kept this many days (0: forever), per tenant
+    # overrides ({"kakogawa": 365}); how often the serve process purges.
+    temporal_instance_limit: int = 100
+    temporal_retention_days: int = 0
+    temporal_retention_by_tenant: dict[str, int] = Field(default_factory=dict)
+    temporal_retention_interval_minutes: float = 60.0
+
+    @property
+    def temporal_retention_enabled(self) -> bool:
+        return self.temporal_retention_days > 0 or any(
+            d > 0 for d in self.temporal_retention_by_tenant.values()
+        )
 
     def effective_database_url(self) -> str:
         if self.database_url:

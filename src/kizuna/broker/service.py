@@ -166,6 +166,34 @@ class Broker:
             for listener in self._listeners:
                 listener(conn, changes)
 
+    # --- writes composed by other parts of the broker (the temporal API) -------------
+
+    def write_one(self, entity_id: str, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` as a single-entity write: one transaction, group-committed."""
+        return self._write(entity_id, work)
+
+    def load_for_update(
+        self, conn: Connection, scope: TenantScope, entity_id: str
+    ) -> store.Row | None:
+        return store.load(conn, scope, entity_id, lock=True)
+
+    def put(
+        self,
+        conn: Connection,
+        scope: TenantScope,
+        old: store.Row | None,
+        new: Entity | None,
+        now: datetime,
+    ) -> None:
+        """Insert (no ``old``), replace, or delete (no ``new``) one entity row inside a
+        write, telling the change listeners as every other write does."""
+        if old is None and new is not None:
+            self._insert(conn, scope, [new], now)
+        elif old is not None and new is not None:
+            self._update(conn, scope, [(old, new)], now)
+        elif old is not None:
+            self._delete(conn, scope, [old], now)
+
     # --- single entity -------------------------------------------------------------
 
     def create(self, scope: TenantScope, tm: TermMap, body: Any) -> str:
@@ -249,7 +277,8 @@ class Broker:
         self, scope: TenantScope, tm: TermMap, entity_id: str, fragment: Any
     ) -> UpdateResult:
         now = self._now()
-        new = _fragment(fragment, tm, to_iso(now))
+        # An attribute (instance) whose value is NGSI-LD Null is deleted (1.8 §5.6.2).
+        new = _fragment(fragment, tm, to_iso(now), allow_null=True)
 
         def work(conn: Connection) -> UpdateResult:
             old = self._existing(conn, scope, entity_id)
@@ -274,6 +303,16 @@ class Broker:
             current = _find_instance(instances, dataset) if instances else None
             if current is None:
                 raise not_found(f"Entity {entity_id} has no attribute {attr}")
+            if _is_null_fragment(fragment):
+                kept = [i for i in instances if i is not current]
+                attrs = dict(old.attrs)
+                if kept:
+                    attrs[iri] = kept
+                else:
+                    del attrs[iri]
+                entity = Entity(old.id, old.types, old.scopes, attrs)
+                self._update(conn, scope, [(old, entity)], now)
+                return
             merged = {**_strip_system(current), **fragment}
             if "type" not in fragment and "value" in fragment and current.get("type") != "Property":
                 merged.pop("type", None)
@@ -515,33 +554,53 @@ class Broker:
 
     def query(self, scope: TenantScope, tm: TermMap, query: Query, how: Rendering) -> QueryResult:
         with self.engine.connect() as conn:
-            stmt = store.base_select(scope).where(*self._conditions(conn, scope, tm, query))
-            # Ordered by id by default: the (tenant, type, id) and (tenant, id) indexes then
-            # return a page without sorting every match, however many there are.
-            stmt = stmt.order_by(*self._ordering(tm, query.order_by), entities.c.id)
-            if self._dialect == "postgresql" and not query.order_by and query.geo is None:
-                # q predicates on JSON defeat the planner's estimates; a page in id order
-                # should walk the index, not sort (or fan out over) every match. LOCAL:
-                # these settings end with this read's transaction.
-                conn.exec_driver_sql(
-                    "SET LOCAL enable_sort = off; SET LOCAL max_parallel_workers_per_gather = 0"
-                )
-            if query.geo is None:
-                total = None
-                if query.count:
-                    total = conn.execute(
-                        select(func.count()).select_from(stmt.order_by(None).subquery())
-                    ).scalar_one()
-                rows = (
-                    conn.execute(stmt.limit(query.limit).offset(query.offset)).all()
-                    if query.limit
-                    else []
-                )
-                found = [store.to_row(r) for r in rows]
-            else:
-                found, total = self._geo_page(conn, scope, stmt, tm, query)
+            found, total = self.select_rows(conn, scope, tm, query)
             rendered = _render_linked(conn, scope, tm, found, how)
         return QueryResult([e for e in rendered if e], total)
+
+    def select_rows(
+        self,
+        conn: Connection,
+        scope: TenantScope,
+        tm: TermMap,
+        query: Query,
+        extra: Sequence[Any] = (),
+    ) -> tuple[list[store.Row], int | None]:
+        """One page of the entity rows matching ``query`` (and ``extra`` conditions on
+        broker_entities), with the total when ``query.count``."""
+        stmt = store.base_select(scope).where(*self._conditions(conn, scope, tm, query), *extra)
+        # Ordered by id by default: the (tenant, type, id) and (tenant, id) indexes then
+        # return a page without sorting every match, however many there are.
+        stmt = stmt.order_by(*self._ordering(tm, query.order_by), entities.c.id)
+        if self._dialect == "postgresql" and not query.order_by and query.geo is None:
+            # q predicates on JSON defeat the planner's estimates; a page in id order
+            # should walk the index, not sort (or fan out over) every match. LOCAL:
+            # these settings end with this read's transaction.
+            conn.exec_driver_sql(
+                "SET LOCAL enable_sort = off; SET LOCAL max_parallel_workers_per_gather = 0"
+            )
+        if query.geo is None:
+            total = None
+            if query.count:
+                total = conn.execute(
+                    select(func.count()).select_from(stmt.order_by(None).subquery())
+                ).scalar_one()
+            rows = (
+                conn.execute(stmt.limit(query.limit).offset(query.offset)).all()
+                if query.limit
+                else []
+            )
+            found = [store.to_row(r) for r in rows]
+        else:
+            found, total = self._geo_page(conn, scope, stmt, tm, query)
+        return found, total
+
+    def matching_rows(self, scope: TenantScope, tm: TermMap, query: Query) -> list[store.Row]:
+        """Stored rows matching a query (no geo-query), in id order, up to ``query.limit``."""
+        with self.engine.connect() as conn:
+            stmt = store.base_select(scope).where(*self._conditions(conn, scope, tm, query))
+            stmt = stmt.order_by(entities.c.id).limit(query.limit)
+            return [store.to_row(r) for r in conn.execute(stmt)]
 
     def _geo_page(
         self, conn: Connection, scope: TenantScope, stmt: Any, tm: TermMap, query: Query
@@ -783,13 +842,23 @@ def _validate_batch(body: Any, parse: Callable[[Any], T]) -> tuple[list[T], Batc
     return valid, result
 
 
-def _fragment(fragment: Any, tm: TermMap, now: str) -> dict[str, Instances]:
+def _fragment(
+    fragment: Any, tm: TermMap, now: str, *, allow_null: bool = False
+) -> dict[str, Instances]:
     if not isinstance(fragment, dict):
         raise bad_request("The body must be a JSON object of attributes")
     attrs = {k: v for k, v in fragment.items() if k not in ("@context", "id", "type", "scope")}
     if not attrs and "type" not in fragment and "scope" not in fragment:
         raise bad_request("No attributes given")
-    return expand_attributes(attrs, tm, now)
+    return expand_attributes(attrs, tm, now, allow_null=allow_null)
+
+
+def _is_null_fragment(fragment: dict[str, Any]) -> bool:
+    """A partial attribute update whose value is NGSI-LD Null: delete the instance."""
+    return any(
+        fragment.get(key) in (NGSI_LD_NULL, [NGSI_LD_NULL], {"@none": NGSI_LD_NULL})
+        for key in ("value", "object", "languageMap", "valueList", "objectList", "vocab", "json")
+    )
 
 
 def _with_fragment_types(types: list[str], fragment: Any, tm: TermMap) -> list[str]:
@@ -866,7 +935,16 @@ def _update(
                 {"attributeName": tm.compact(iri), "reason": "The entity has no such attribute"}
             )
             continue
-        _put_instances(out, iri, instances)
+        deleted = {i.get("datasetId") for i in instances if i["type"] == DELETED}
+        if deleted:
+            kept = [i for i in out[iri] if i.get("datasetId") not in deleted]
+            if kept:
+                out[iri] = kept
+            else:
+                del out[iri]
+            instances = [i for i in instances if i["type"] != DELETED]
+        if instances:
+            _put_instances(out, iri, instances)
         result.updated.append(tm.compact(iri))
     return out, result
 

@@ -21,6 +21,11 @@ def compile_type_expression(
     all_of: Callable[[Sequence[str]], Any],
 ) -> Any:
     """A SQL condition for ``text``; ``any_of``/``all_of`` build the per-type conditions."""
+    return _to_sql(parse_type_expression(text, expand), any_of, all_of)
+
+
+def parse_type_expression(text: str, expand: Callable[[str], str]) -> Any:
+    """The expression as a tree: an expanded type, or ("or" | "and", [subtrees])."""
     tokens = _tokenize(text)
     position = 0
 
@@ -62,7 +67,23 @@ def compile_type_expression(
     tree = disjunction()
     if position != len(tokens):
         raise bad_request(f"Invalid type expression {text!r}")
-    return _to_sql(tree, any_of, all_of)
+    return tree
+
+
+def type_expression_matches(tree: Any, types: Sequence[str]) -> bool:
+    """Whether an entity with ``types`` satisfies a parsed type expression."""
+    if isinstance(tree, str):
+        return tree in types
+    op, items = tree
+    if op == "or":
+        return any(type_expression_matches(i, types) for i in items)
+    return all(type_expression_matches(i, types) for i in items)
+
+
+def type_expression_names(tree: Any) -> set[str]:
+    if isinstance(tree, str):
+        return {tree}
+    return set().union(*(type_expression_names(i) for i in tree[1]))
 
 
 def _tokenize(text: str) -> list[str]:

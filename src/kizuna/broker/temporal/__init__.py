@@ -1,0 +1,1 @@
+"""The NGSI-LD temporal API: attribute history, temporal representations, aggregation."""

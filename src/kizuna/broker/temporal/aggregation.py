@@ -1,0 +1,193 @@
+"""Aggregated temporal representation: buckets of ``aggrPeriodDuration`` computed in SQL.
+
+One GROUP BY (series, bucket) statement per distinct bucket origin returns count,
+distinct count, sum, min, max and the sum of squares per bucket; avg, stddev (sample, n-1)
+and sumsq come from those, so no instance row ever reaches Python.
+
+Bucket index of an instance at time t, origin o, step s:
+
+* fixed durations (weeks, days, time): PostgreSQL ``date_bin(s, t, o)``; SQLite (times are
+  integer microseconds) ``(t - o) / s`` in integer arithmetic;
+* calendar durations (years, months): whole months between o and t, less one when t's
+  day-and-time of month is before o's, divided by the step in months.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Integer,
+    Text,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    type_coerce,
+)
+
+from kizuna.broker.temporal.models import instances, to_micros
+from kizuna.broker.temporal.params import Duration
+
+
+@dataclass
+class Bucket:
+    start: datetime
+    end: datetime
+    values: dict[str, Any]
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    month0 = moment.month - 1 + months
+    year = moment.year + month0 // 12
+    month = month0 % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def _bucket_index(column: Any, origin: datetime, period: Duration, dialect: str) -> Any:
+    if period.months:
+        return _month_index(column, origin, period.months, dialect)
+    step = period.fixed
+    if dialect == "postgresql":
+        # The bucket's start; aggregate() turns it into the bucket number.
+        return func.date_bin(literal(step), column, literal(origin))
+    micros = step // timedelta(microseconds=1)
+    # Integer division of integers: SQLite truncates, and t >= origin here.
+    raw = type_coerce(column, BigInteger)
+    return cast((raw - literal(to_micros(origin))) / literal(micros), BigInteger)
+
+
+def _month_index(column: Any, origin: datetime, months: int, dialect: str) -> Any:
+    origin_months = origin.year * 12 + origin.month - 1
+    origin_rest = origin.strftime("%d%H%M%S") + f"{origin.microsecond:06d}"
+    if dialect == "postgresql":
+        utc = func.timezone("UTC", column)
+        whole = (
+            cast(func.extract("year", utc), Integer) * 12
+            + cast(func.extract("month", utc), Integer)
+            - 1
+        )
+        rest = func.to_char(utc, "DDHH24MISSUS")
+    else:
+        column = type_coerce(column, BigInteger)
+        seconds = column / 1_000_000
+        whole = (
+            cast(func.strftime("%Y", seconds, "unixepoch"), Integer) * 12
+            + cast(func.strftime("%m", seconds, "unixepoch"), Integer)
+            - 1
+        )
+        rest = func.strftime("%d%H%M%S", seconds, "unixepoch").concat(
+            func.printf("%06d", column % 1_000_000)
+        )
+    elapsed = whole - origin_months - case((rest < origin_rest, 1), else_=0)
+    return func.floor(elapsed / literal(float(months)))
+
+
+def aggregate(
+    conn: Connection,
+    origins: dict[int, datetime],
+    time_col: Any,
+    conditions: Sequence[ColumnElement[bool]],
+    period: Duration,
+    methods: Sequence[str],
+    end_of_range: datetime | None,
+) -> dict[int, list[Bucket]]:
+    """Buckets per series; ``origins`` gives each series' first bucket start."""
+    dialect = conn.dialect.name
+    by_origin: dict[datetime, list[int]] = {}
+    for pk, origin in origins.items():
+        by_origin.setdefault(origin, []).append(pk)
+    out: dict[int, list[Bucket]] = {}
+    value = instances.c.num_value
+    for origin, pks in by_origin.items():
+        whole_range = period.empty
+        index = (
+            literal_column("0") if whole_range else _bucket_index(time_col, origin, period, dialect)
+        )
+        bucket = index.label("bucket")
+        group = [instances.c.series_pk] if whole_range else [instances.c.series_pk, bucket]
+        # Only what the methods need: avg/min/max/sum stay index-only scans.
+        wanted = set(methods)
+        columns = [instances.c.series_pk, bucket]
+        if "totalCount" in wanted:
+            columns.append(func.count().label("n"))
+        if wanted & {"avg", "stddev"}:
+            columns.append(func.count(value).label("n_num"))
+        if "distinctCount" in wanted:
+            distinct = func.count(func.distinct(cast(instances.c.instance, Text)))
+            columns.append(distinct.label("n_distinct"))
+        if wanted & {"sum", "avg", "stddev"}:
+            columns.append(func.sum(value).label("total"))
+        if "min" in wanted:
+            columns.append(func.min(value).label("low"))
+        if "max" in wanted:
+            columns.append(func.max(value).label("high"))
+        if wanted & {"sumsq", "stddev"}:
+            columns.append(func.sum(value * value).label("squares"))
+        if whole_range and end_of_range is None:
+            columns.append(func.max(time_col).label("last_time"))
+        stmt = (
+            select(*columns)
+            .where(instances.c.series_pk.in_(pks), *conditions)
+            .group_by(*group)
+            .order_by(*group)
+        )
+        for row in conn.execute(stmt):
+            if isinstance(row.bucket, datetime):
+                number = round((row.bucket - origin) / period.fixed)
+            else:
+                number = int(row.bucket or 0)
+            if whole_range:
+                start = origin
+                end = end_of_range or row.last_time
+            elif period.months:
+                start = add_months(origin, number * period.months)
+                end = add_months(origin, (number + 1) * period.months)
+            else:
+                start = origin + number * period.fixed
+                end = start + period.fixed
+            values = _values(row, methods)
+            out.setdefault(row.series_pk, []).append(Bucket(start, end, values))
+    return out
+
+
+def _values(found: Any, methods: Sequence[str]) -> dict[str, Any]:
+    row = dict(found._mapping)
+    n_num = row.get("n_num") or 0
+    total = float(row["total"]) if row.get("total") is not None else None
+    squares = float(row["squares"]) if row.get("squares") is not None else None
+    low, high = row.get("low"), row.get("high")
+    out: dict[str, Any] = {}
+    for method in methods:
+        if method == "totalCount":
+            out[method] = int(row["n"])
+        elif method == "distinctCount":
+            out[method] = int(row["n_distinct"])
+        elif method == "sum":
+            out[method] = total
+        elif method == "avg":
+            out[method] = total / n_num if n_num and total is not None else None
+        elif method == "min":
+            out[method] = float(low) if low is not None else None
+        elif method == "max":
+            out[method] = float(high) if high is not None else None
+        elif method == "sumsq":
+            out[method] = squares
+        elif method == "stddev":
+            if n_num >= 2 and total is not None and squares is not None:
+                variance = (squares - total * total / n_num) / (n_num - 1)
+                out[method] = math.sqrt(max(variance, 0.0))
+            else:
+                out[method] = None
+    return out

@@ -1,0 +1,235 @@
+"""The write side of the temporal history: series keys and instance rows.
+
+Every entity write hands its before/after to :func:`HistoryRecorder.__call__` inside the
+writing transaction (``Broker.add_change_listener``), so history commits or rolls back with
+the change. An instance that is new or differs from the one it replaces (a new
+``modifiedAt`` is a difference: each update is an observation) becomes one row; an
+instance that disappears becomes a deletion marker (``deletedAt``, value
+``urn:ngsi-ld:null``); a deleted entity takes its history with it (the temporal
+representation belongs to the entity: ``delete_temporal_on_core_delete``).
+
+Cost on the write path: one indexed SELECT for the series keys of a batch, an INSERT for
+the series that are new, and the rows in one COPY (PostgreSQL) or executemany (SQLite).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, delete, insert, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from kizuna.broker.changes import EntityChange
+from kizuna.broker.ngsild import NGSI_LD_NULL
+from kizuna.broker.temporal.models import instances, series
+
+# conn.info key: (tenant, entity id) pairs whose history the temporal API writes itself
+# during the current write, so the listener leaves them alone.
+SKIP_KEY = "kizuna.temporal.skip"
+_TIME_KEYS = ("observedAt", "createdAt", "modifiedAt", "deletedAt", "instanceId")
+_CHUNK = 1000
+SeriesKey = tuple[str, str, str]  # entity id, attribute IRI, datasetId ('' default)
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def numeric(inst: dict[str, Any]) -> float | None:
+    value = inst.get("value")
+    if inst.get("type") == "Property" and isinstance(value, int | float):
+        return None if isinstance(value, bool) else float(value)
+    return None
+
+
+def instance_row(
+    series_pk: int,
+    inst: dict[str, Any],
+    now: datetime,
+    *,
+    deleted_at: datetime | None = None,
+) -> dict[str, Any]:
+    """One temporal_instances row for a stored-form attribute instance."""
+    return {
+        "series_pk": series_pk,
+        "observed_at": parse_time(inst.get("observedAt")),
+        "created_at": parse_time(inst.get("createdAt")) or now,
+        "modified_at": parse_time(inst.get("modifiedAt")) or now,
+        "deleted_at": deleted_at,
+        "num_value": numeric(inst),
+        "instance": {k: v for k, v in inst.items() if k not in _TIME_KEYS},
+    }
+
+
+def deletion_marker(inst: dict[str, Any]) -> dict[str, Any]:
+    """What a deleted instance looks like in the history (NGSI-LD's null per kind)."""
+    kind = inst.get("type", "Property")
+    marker: dict[str, Any] = {"type": kind}
+    if kind == "Relationship":
+        marker["object"] = NGSI_LD_NULL
+    elif kind == "LanguageProperty":
+        marker["languageMap"] = {"@none": NGSI_LD_NULL}
+    elif kind == "VocabProperty":
+        marker["vocab"] = NGSI_LD_NULL
+    elif kind == "JsonProperty":
+        marker["json"] = NGSI_LD_NULL
+    elif kind == "ListProperty":
+        marker["valueList"] = [NGSI_LD_NULL]
+    elif kind == "ListRelationship":
+        marker["objectList"] = [{"object": NGSI_LD_NULL}]
+    else:
+        marker["value"] = NGSI_LD_NULL
+    if "datasetId" in inst:
+        marker["datasetId"] = inst["datasetId"]
+    if "createdAt" in inst:
+        marker["createdAt"] = inst["createdAt"]
+    return marker
+
+
+def series_pks(
+    conn: Connection, tenant: str, keys: Iterable[SeriesKey], *, create: bool = True
+) -> dict[SeriesKey, int]:
+    """Primary keys of the series, creating the missing ones (when ``create``)."""
+    wanted = set(keys)
+    found: dict[SeriesKey, int] = {}
+    if not wanted:
+        return found
+    entity_ids = sorted({k[0] for k in wanted})
+    for start in range(0, len(entity_ids), _CHUNK):
+        chunk = entity_ids[start : start + _CHUNK]
+        for row in conn.execute(
+            select(series.c.pk, series.c.entity_id, series.c.attr, series.c.dataset_id).where(
+                series.c.tenant == tenant, series.c.entity_id.in_(chunk)
+            )
+        ):
+            key = (row.entity_id, row.attr, row.dataset_id)
+            if key in wanted:
+                found[key] = row.pk
+    missing = sorted(wanted - found.keys())
+    if missing and create:
+        rows = [
+            {"tenant": tenant, "entity_id": e, "attr": a, "dataset_id": d} for e, a, d in missing
+        ]
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect_insert(series).on_conflict_do_nothing()
+        conn.execute(stmt, rows)
+        # Read back (also those a concurrent writer created first).
+        for start in range(0, len(missing), 300):
+            chunk_keys = missing[start : start + 300]
+            for row in conn.execute(
+                select(series.c.pk, series.c.entity_id, series.c.attr, series.c.dataset_id).where(
+                    series.c.tenant == tenant,
+                    tuple_(series.c.entity_id, series.c.attr, series.c.dataset_id).in_(chunk_keys),
+                )
+            ):
+                found[(row.entity_id, row.attr, row.dataset_id)] = row.pk
+    return found
+
+
+def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Instance rows in bulk: COPY on PostgreSQL, executemany on SQLite."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(instances), list(rows))
+        return
+    columns = (
+        "series_pk",
+        "observed_at",
+        "created_at",
+        "modified_at",
+        "deleted_at",
+        "num_value",
+        "instance",
+    )
+    cursor = conn.connection.dbapi_connection.cursor()
+    with (
+        cursor,
+        cursor.copy(f"COPY temporal_instances ({', '.join(columns)}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(
+                (
+                    row["series_pk"],
+                    row["observed_at"],
+                    row["created_at"],
+                    row["modified_at"],
+                    row["deleted_at"],
+                    row["num_value"],
+                    orjson.dumps(row["instance"]).decode(),
+                )
+            )
+
+
+def delete_entities(conn: Connection, tenant: str, entity_ids: Sequence[str]) -> int:
+    """Drop the whole history of these entities; returns the number of series dropped."""
+    dropped = 0
+    for start in range(0, len(entity_ids), _CHUNK):
+        chunk = list(entity_ids[start : start + _CHUNK])
+        keys = select(series.c.pk).where(series.c.tenant == tenant, series.c.entity_id.in_(chunk))
+        conn.execute(delete(instances).where(instances.c.series_pk.in_(keys)))
+        dropped += conn.execute(
+            delete(series).where(series.c.tenant == tenant, series.c.entity_id.in_(chunk))
+        ).rowcount
+    return dropped
+
+
+def delete_series(conn: Connection, pks: Sequence[int]) -> None:
+    if pks:
+        conn.execute(delete(instances).where(instances.c.series_pk.in_(list(pks))))
+        conn.execute(delete(series).where(series.c.pk.in_(list(pks))))
+
+
+class HistoryRecorder:
+    """The change listener that keeps the temporal history."""
+
+    def __call__(self, conn: Connection, changes: Sequence[EntityChange]) -> None:
+        skip = conn.info.get(SKIP_KEY) or ()
+        by_tenant: dict[str, list[EntityChange]] = {}
+        for change in changes:
+            if (change.tenant, change.entity_id) not in skip:
+                by_tenant.setdefault(change.tenant, []).append(change)
+        for tenant, items in by_tenant.items():
+            self._record(conn, tenant, items)
+
+    def _record(self, conn: Connection, tenant: str, changes: list[EntityChange]) -> None:
+        gone = [c.entity_id for c in changes if c.after is None]
+        if gone:
+            delete_entities(conn, tenant, gone)
+        pending: list[tuple[SeriesKey, dict[str, Any], datetime | None]] = []
+        for change in changes:
+            if change.after is None:
+                continue
+            before = change.before.attrs if change.before is not None else {}
+            after = change.after.attrs
+            for iri, new_instances in after.items():
+                old = {i.get("datasetId", ""): i for i in before.get(iri, ())}
+                for inst in new_instances:
+                    dataset = inst.get("datasetId", "")
+                    if old.get(dataset) != inst:
+                        pending.append(((change.entity_id, iri, dataset), inst, None))
+            for iri, old_instances in before.items():
+                kept = {i.get("datasetId", "") for i in after.get(iri, ())}
+                for inst in old_instances:
+                    dataset = inst.get("datasetId", "")
+                    if dataset not in kept:
+                        marker = deletion_marker(inst)
+                        pending.append(((change.entity_id, iri, dataset), marker, change.at))
+        if not pending:
+            return
+        pks = series_pks(conn, tenant, (key for key, _, _ in pending))
+        now = changes[0].at
+        insert_rows(
+            conn,
+            [instance_row(pks[key], inst, now, deleted_at=at) for key, inst, at in pending],
+        )
