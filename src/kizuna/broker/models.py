@@ -8,22 +8,20 @@ instance each). Values are stored as the client sent them.
 """
 
 from sqlalchemy import (
-    BigInteger,
     Column,
     DateTime,
     Float,
     ForeignKey,
     Index,
-    Integer,
     String,
     Table,
     UniqueConstraint,
 )
 
-from kizuna.storage.metadata import JSONDoc, metadata
+from kizuna.storage.metadata import JSONDoc, KeyInteger, metadata
 
 # BIGINT on PostgreSQL, but INTEGER on SQLite so it aliases the rowid.
-_PK = BigInteger().with_variant(Integer(), "sqlite")
+_PK = KeyInteger
 
 entities = Table(
     "broker_entities",

@@ -6,8 +6,6 @@ always points at a complete folder.
 """
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -17,14 +15,13 @@ from sqlalchemy import (
     Table,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
-from kizuna.storage.metadata import metadata
+from kizuna.storage.metadata import JSONDoc, KeyInteger, metadata
 
 runs = Table(
     "energy_runs",
     metadata,
-    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("id", KeyInteger, primary_key=True),
     # The wide-area region the run belongs to (or a tenant id for a town in no region).
     Column("region_id", String(64), nullable=False),
     Column("title", String(200), nullable=False),
@@ -33,7 +30,7 @@ runs = Table(
     Column("facilities", Integer, nullable=False),
     Column("folder", String(64), nullable=False, unique=True),
     # Headline figures for lists: rate, supplied/surplus/shortfall Wh, CO2 kg, yen by scheme.
-    Column("summary", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    Column("summary", JSONDoc, nullable=False),
     Column("created_by", String(120), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # When its monthly per-town results were last upserted into the towns' tenants.

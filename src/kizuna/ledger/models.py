@@ -18,9 +18,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from kizuna.storage.metadata import metadata
+from kizuna.storage.metadata import KeyInteger, metadata
 
-PK = BigInteger().with_variant(Integer(), "sqlite")
+PK = KeyInteger
 
 # 行政ポイント / 地域ポイント ... one row per currency (a TigerBeetle "ledger") per tenant.
 currencies = Table(

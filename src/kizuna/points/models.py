@@ -9,7 +9,6 @@ cursor) that pages and the dashboard query.
 """
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -24,12 +23,10 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
-from kizuna.storage.metadata import metadata
+from kizuna.storage.metadata import JSONDoc, KeyInteger, metadata
 
-PK = BigInteger().with_variant(Integer(), "sqlite")
-JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+PK = KeyInteger
 TS = DateTime(timezone=True)
 
 # One points programme per municipality (tenant): its ledger currency and its rules.

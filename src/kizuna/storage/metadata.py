@@ -1,6 +1,6 @@
 """The one MetaData all modules declare their tables on, with stable constraint names."""
 
-from sqlalchemy import JSON, MetaData
+from sqlalchemy import JSON, BigInteger, Integer, MetaData
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(
@@ -15,3 +15,5 @@ metadata = MetaData(
 
 # JSON on SQLite, JSONB on PostgreSQL (indexable, compact, compared by value).
 JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+# Surrogate keys: 64-bit on PostgreSQL; INTEGER on SQLite, where only that aliases the rowid.
+KeyInteger = BigInteger().with_variant(Integer(), "sqlite")

@@ -6,7 +6,6 @@ entities in the broker; ``watch_gauge_readings`` is the raw log of what devices 
 """
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     Column,
     Date,
@@ -21,9 +20,9 @@ from sqlalchemy import (
     func,
 )
 
-from kizuna.storage.metadata import JSONDoc, metadata
+from kizuna.storage.metadata import JSONDoc, KeyInteger, metadata
 
-PK = BigInteger().with_variant(Integer(), "sqlite")
+PK = KeyInteger
 TS = DateTime(timezone=True)
 
 # Every device that sends data: fixed receivers, vehicles, facilities, volunteer phones,

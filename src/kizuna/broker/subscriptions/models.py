@@ -25,9 +25,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from kizuna.storage.metadata import JSONDoc, metadata
+from kizuna.storage.metadata import JSONDoc, KeyInteger, metadata
 
-_PK = BigInteger().with_variant(Integer(), "sqlite")
+_PK = KeyInteger
 
 subscriptions = Table(
     "subscriptions",

@@ -27,16 +27,15 @@ from sqlalchemy import (
     DateTime,
     Float,
     Index,
-    Integer,
     String,
     Table,
     UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
 
-from kizuna.storage.metadata import metadata
+from kizuna.storage.metadata import KeyInteger, metadata
 
-_PK = BigInteger().with_variant(Integer(), "sqlite")
+_PK = KeyInteger
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
