@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, insert, select, tuple_
+from sqlalchemy import Connection, delete, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -101,12 +101,45 @@ def series_pks(
 ) -> dict[SeriesKey, int]:
     """Primary keys of the series, creating the missing ones (when ``create``)."""
     wanted = set(keys)
-    found: dict[SeriesKey, int] = {}
+    found = _read_series(conn, tenant, wanted)
+    missing = sorted(wanted - found.keys())
+    if missing and create:
+        rows = [
+            {"tenant": tenant, "entity_id": e, "attr": a, "dataset_id": d} for e, a, d in missing
+        ]
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(dialect_insert(series).on_conflict_do_nothing(), rows)
+        # Read back, also those a concurrent writer created first.
+        found.update(_read_series(conn, tenant, set(missing)))
+    return found
+
+
+# One index probe per key, whatever the table's statistics say: with `entity_id IN (...)`
+# PostgreSQL planned a scan of the tenant's whole series list once the batch was large,
+# which made every write batch slower as the history grew.
+_PG_SERIES_BY_KEY = text(
+    "SELECT s.pk, s.entity_id, s.attr, s.dataset_id"
+    " FROM unnest(CAST(:entity_ids AS varchar[]), CAST(:attrs AS varchar[]),"
+    " CAST(:datasets AS varchar[])) AS k(entity_id, attr, dataset_id)"
+    " JOIN temporal_series s ON s.tenant = :tenant AND s.entity_id = k.entity_id"
+    " AND s.attr = k.attr AND s.dataset_id = k.dataset_id"
+)
+
+
+def _read_series(conn: Connection, tenant: str, wanted: set[SeriesKey]) -> dict[SeriesKey, int]:
     if not wanted:
-        return found
-    entity_ids = sorted({k[0] for k in wanted})
-    for start in range(0, len(entity_ids), _CHUNK):
-        chunk = entity_ids[start : start + _CHUNK]
+        return {}
+    if conn.dialect.name == "postgresql":
+        entity_ids, attrs, datasets = (list(column) for column in zip(*wanted, strict=True))
+        rows = conn.execute(
+            _PG_SERIES_BY_KEY,
+            {"tenant": tenant, "entity_ids": entity_ids, "attrs": attrs, "datasets": datasets},
+        )
+        return {(r.entity_id, r.attr, r.dataset_id): r.pk for r in rows}
+    found: dict[SeriesKey, int] = {}
+    ordered = sorted({key[0] for key in wanted})
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start : start + _CHUNK]
         for row in conn.execute(
             select(series.c.pk, series.c.entity_id, series.c.attr, series.c.dataset_id).where(
                 series.c.tenant == tenant, series.c.entity_id.in_(chunk)
@@ -115,24 +148,6 @@ def series_pks(
             key = (row.entity_id, row.attr, row.dataset_id)
             if key in wanted:
                 found[key] = row.pk
-    missing = sorted(wanted - found.keys())
-    if missing and create:
-        rows = [
-            {"tenant": tenant, "entity_id": e, "attr": a, "dataset_id": d} for e, a, d in missing
-        ]
-        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        stmt = dialect_insert(series).on_conflict_do_nothing()
-        conn.execute(stmt, rows)
-        # Read back (also those a concurrent writer created first).
-        for start in range(0, len(missing), 300):
-            chunk_keys = missing[start : start + 300]
-            for row in conn.execute(
-                select(series.c.pk, series.c.entity_id, series.c.attr, series.c.dataset_id).where(
-                    series.c.tenant == tenant,
-                    tuple_(series.c.entity_id, series.c.attr, series.c.dataset_id).in_(chunk_keys),
-                )
-            ):
-                found[(row.entity_id, row.attr, row.dataset_id)] = row.pk
     return found
 
 
