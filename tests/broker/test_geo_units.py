@@ -93,3 +93,24 @@ def test_near_box_contains_every_point_within_the_distance(lon, lat, metres, bea
         return  # crossing the antimeridian: the box is clamped there by design
     min_lon, min_lat, max_lon, max_lat = geo.near_box(lon, lat, metres)
     assert min_lon <= end_lon <= max_lon and min_lat <= end_lat <= max_lat
+
+
+@given(
+    st.floats(134.0, 135.5),
+    st.floats(34.0, 35.5),
+    st.floats(-0.01, 0.01),
+    st.floats(-0.01, 0.01),
+    st.sampled_from([None, 1.0, 250.0, 800.0]),
+)
+def test_near_on_stored_points_agrees_with_the_general_geometry_path(lon, lat, dx, dy, low):
+    """Stored Points skip shapely; the answer must be the one a one-point line would get."""
+    stored = [lon + dx, lat + dy]
+    query = geo.parse_geo_query(
+        "near;maxDistance==900" + (f";minDistance=={low}" if low else ""),
+        "Point",
+        f"[{lon},{lat}]",
+        None,
+    )
+    # A degenerate LineString is not a Point, so it takes the shapely route.
+    line = {"type": "LineString", "coordinates": [stored, stored]}
+    assert geo.matches(query, [point(stored)]) == geo.matches(query, [line])
