@@ -122,3 +122,45 @@ def test_the_spatial_index_can_serve_the_candidate_query(seeded):
             rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled.string}", params)
             plan = "\n".join(str(r[-1]) for r in rows)
             assert "broker_geo_rtree VIRTUAL TABLE INDEX" in plan, plan
+
+
+def test_postgresql_finds_candidates_from_the_index_alone(pg_engine, tmp_path):
+    """Every column the candidate search reads is in the GiST index: no heap visits."""
+    app = create_app(Settings(data_dir=tmp_path, context_fetch_enabled=False), pg_engine)
+    services = app.state.services
+    services.tenants.create_tenant("geo", "ジオ", "Geo")
+    scope = services.tenants.scope(SYSTEM, "geo", write=True)
+    spots = [
+        {
+            "id": f"urn:ngsi-ld:Point:{n}",
+            "type": "Spot",
+            "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [x, y]}},
+        }
+        for n, (x, y) in enumerate(GRID)
+    ]
+    core = services.broker.contexts.term_map(None)
+    services.broker.batch_upsert(scope, lambda _item: core, spots, replace=False)
+    with pg_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE broker_geo"))
+    query = geo.parse_geo_query("near;maxDistance==800", "Point", "[134.9, 34.8]", None)
+    compiled = geo.candidates(query, LOCATION, "geo", "postgresql").compile(pg_engine)
+    with pg_engine.begin() as conn:
+        conn.execute(text("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"))
+        rows = conn.exec_driver_sql(f"EXPLAIN {compiled.string}", compiled.params)
+        plan = "\n".join(r[0] for r in rows)
+    assert "Index Only Scan using ix_broker_geo_bbox" in plan, plan
+
+
+def test_near_decides_point_candidates_from_their_box():
+    query = geo.parse_geo_query("near;maxDistance==500;minDistance==100", "Point", "[135,35]", None)
+    rows = [
+        (1, 135.0, 35.0, 135.0, 35.0),  # the same point: closer than minDistance
+        (2, 135.003, 35.0, 135.003, 35.0),  # ~273 m east: in range
+        (3, 135.01, 35.0, 135.01, 35.0),  # ~911 m: too far
+        (4, 135.009, 34.99, 135.02, 35.01),  # a polygon's box: decided later, on the geometry
+    ]
+    assert geo.candidate_keys(query, rows) == [2, 4]
+    within = geo.parse_geo_query(
+        "within", "Polygon", [[[134, 34], [136, 34], [136, 36], [134, 34]]], None
+    )
+    assert geo.candidate_keys(within, rows) == [1, 2, 3, 4]

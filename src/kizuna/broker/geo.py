@@ -9,6 +9,7 @@ mean radius) to the nearest point of the stored geometry.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,10 +171,17 @@ def _candidate_box(query: GeoQuery) -> tuple[float, float, float, float] | None:
 
 
 def candidates(query: GeoQuery, expanded_attr: str, tenant: str, dialect_name: str) -> Select:
-    """Keys of entities whose ``expanded_attr`` bounding box may satisfy the query (index-backed)."""
-    rows = select(geo_index.c.entity_pk).where(
-        geo_index.c.tenant == tenant, geo_index.c.attr == expanded_attr
-    )
+    """Entity keys and bounding boxes whose ``expanded_attr`` may satisfy the query.
+
+    Index-backed; on PostgreSQL the index holds every column read (an index-only scan).
+    """
+    rows = select(
+        geo_index.c.entity_pk,
+        geo_index.c.min_lon,
+        geo_index.c.min_lat,
+        geo_index.c.max_lon,
+        geo_index.c.max_lat,
+    ).where(geo_index.c.tenant == tenant, geo_index.c.attr == expanded_attr)
     box = _candidate_box(query)
     if box is not None:
         min_lon, min_lat, max_lon, max_lat = box
@@ -205,6 +213,25 @@ def candidates(query: GeoQuery, expanded_attr: str, tenant: str, dialect_name: s
     return rows
 
 
+def candidate_keys(query: GeoQuery, rows: Iterable[Any]) -> list[int]:
+    """Keys of the candidate rows (from :func:`candidates`) worth reading the entity of.
+
+    For ``near``, a point's bounding box is the point itself, so its distance is decided
+    here and entities that are in the box but out of range are never read.
+    """
+    if query.georel != "near":
+        return [row[0] for row in rows]
+    keys = []
+    for pk, min_lon, min_lat, max_lon, max_lat in rows:
+        is_point = min_lon == max_lon and min_lat == max_lat
+        if is_point and not _in_range(
+            query, haversine(query.shape.x, query.shape.y, min_lon, min_lat)
+        ):
+            continue
+        keys.append(pk)
+    return keys
+
+
 def matches(query: GeoQuery, geometries: list[dict[str, Any]]) -> bool:
     """The exact test: does any of the attribute's geometries satisfy the query?"""
     return any(_matches_one(query, g) for g in geometries)
@@ -219,14 +246,18 @@ def _matches_one(query: GeoQuery, stored: dict[str, Any]) -> bool:
             distance = haversine(query.shape.x, query.shape.y, lon, lat)
         else:
             distance = distance_metres(query.shape, shape(stored))
-        if query.max_distance is not None and distance > query.max_distance:
-            return False
-        return not (query.min_distance is not None and distance < query.min_distance)
+        return _in_range(query, distance)
     candidate = shape(stored)
     target = query.shape
     if query.georel == "equals":
         return candidate.equals(target)
     return bool(getattr(candidate, query.georel)(target))
+
+
+def _in_range(query: GeoQuery, distance: float) -> bool:
+    if query.max_distance is not None and distance > query.max_distance:
+        return False
+    return not (query.min_distance is not None and distance < query.min_distance)
 
 
 def distance_metres(point: Point, geometry: Any) -> float:

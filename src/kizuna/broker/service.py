@@ -661,11 +661,13 @@ class Broker:
             )
             # Ask the spatial index first: no planner can estimate a bounding-box test, and
             # a short list of keys lets it join the right way round.
-            keys = conn.execute(candidates.limit(_GEO_KEYS_INLINE + 1)).scalars().all()
-            if len(keys) <= _GEO_KEYS_INLINE:
+            rows = conn.execute(candidates.limit(_GEO_KEYS_INLINE + 1)).all()
+            if len(rows) <= _GEO_KEYS_INLINE:
+                keys = geo.candidate_keys(query.geo, rows)
                 conditions.append(_key_in(keys, self._dialect))
             else:
-                conditions.append(entities.c.pk.in_(candidates))
+                keys_only = candidates.with_only_columns(candidates.selected_columns.entity_pk)
+                conditions.append(entities.c.pk.in_(keys_only))
         return conditions
 
     def _ordering(self, tm: TermMap, order_by: str | None) -> list[Any]:
