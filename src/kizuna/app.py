@@ -78,6 +78,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
     # notification outbox are written inside every entity write's transaction.
     temporal = TemporalService(broker, settings.temporal_instance_limit)
     subscriptions = Subscriptions(engine, contexts, broker, settings)
+    points = Points(engine, ledger, settings.data_dir, settings.points_qr_secret)
     return Services(
         settings=settings,
         engine=engine,
@@ -85,10 +86,10 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         tenants=tenants,
         broker=broker,
         ledger=ledger,
-        watch=WatchService(engine, settings, broker, tenants, ledger, subscriptions),
+        watch=WatchService(engine, settings, broker, tenants, points, subscriptions),
         temporal=temporal,
         subscriptions=subscriptions,
-        points=Points(engine, ledger, settings.data_dir, settings.points_qr_secret),
+        points=points,
     )
 
 

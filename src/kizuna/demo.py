@@ -234,8 +234,9 @@ def seed(services: Any, console: Console) -> str:
     lines = [
         f"東播磨 demo: {len(TOWNS)} tenants, {entity_count} entities",
         energy_demo.seed(services, REGION[0]),
-        watch_demo.seed(services, TOWNS),
+        # Points first: mimamori volunteers are paid into their points wallets.
         points_demo.seed(services),
+        watch_demo.seed(services, TOWNS),
         f"platform admin: admin / {DEMO_PASSWORD}",
         *(f"staff of {t.id}: {t.id}-staff / {DEMO_PASSWORD}" for t in TOWNS),
         *(f"API key ({t}): {k}" for t, k in keys.items()),

@@ -77,14 +77,10 @@ class Settings(BaseSettings):
     watch_volunteer_detections_per_point: int = 20
     watch_volunteer_daily_point_cap: int = 10
     watch_volunteer_monthly_point_cap: int = 100
-    # The points are paid through the ledger: this administrative currency, from this budget
-    # account of the tenant (the town funds it), into the volunteer's wallet account.
+    # They are paid as volunteering of the town's points programme (its budget and cap).
     # Guardians' webhooks: https only (the server POSTs wherever a resident points it, so
     # plain http to anything, e.g. services on the server's own network, is refused).
     watch_webhook_allow_http: bool = False
-    watch_volunteer_currency: str = "gyosei"
-    watch_volunteer_budget_account: str = "budget:mimamori"
-    watch_volunteer_wallet_account: str = "resident:{username}"
 
     # Ledger jobs in every server process (0 turns one off): sign a checkpoint of each
     # tenant's log when it grew; void timed-out pending transfers and sweep expired lots.

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from kizuna.ledger.schemas import AccountCreate, CurrencyCreate, TransferCreate
-from kizuna.ledger.service import derived_id
+from kizuna.points.schemas import ProgrammeCreate, ResidentCreate
 from tests.watch.conftest import build_town, detection
 
 
@@ -20,25 +19,28 @@ def _upload(town, start: int, count: int) -> dict:  # noqa: ANN001
     ).json()
 
 
-def _fund(town, amount: int) -> None:  # noqa: ANN001
-    ledger = town.app.state.services.ledger
-    ledger.create_currency(
-        town.tenant, CurrencyCreate(code="gyosei", name_ja="行政ポイント", kind="administrative")
-    )
-    ledger.open_account(
-        town.tenant, AccountCreate(code="budget:mimamori", currency="gyosei", kind="budget")
-    )
-    ledger.post_transfer(
+def _programme(town, budget: int, year_cap: int = 5000) -> None:  # noqa: ANN001
+    """The town's points programme, with this much in its volunteering budget."""
+    town.app.state.services.points.setup_programme(
         town.tenant,
-        TransferCreate(
-            id=derived_id("test-fund", town.tenant),
-            debit_account="issuance:gyosei",
-            credit_account="budget:mimamori",
-            amount=amount,
-            currency="gyosei",
-            code="issue",
+        ProgrammeCreate(
+            name_ja="テスト ポイント",
+            volunteer_year_cap=year_cap,
+            budgets={"volunteer": budget},
         ),
     )
+
+
+def _enrol(town, verify: bool = True):  # noqa: ANN001, ANN202
+    points = town.app.state.services.points
+    resident = points.register_resident(
+        town.tenant,
+        town.username("vol"),
+        ResidentCreate(real_name="見守 太郎", kana="ミマモリ タロウ", town="荒井町"),
+    )
+    if verify:
+        resident = points.verify_resident(town.tenant, resident.id, by="staff")
+    return resident
 
 
 def test_points_are_capped_and_paid_once_through_the_ledger(sqlite_engine, tmp_path):
@@ -54,17 +56,27 @@ def test_points_are_capped_and_paid_once_through_the_ledger(sqlite_engine, tmp_p
         me = town.client.get("/watch/v1/volunteer/me", headers=town.as_user("vol")).json()
         assert me["today_detections"] == 25 and me["today_points"] == 2
         assert me["points_pending"] == 2 and me["points_awarded"] == 0
-        # No budget yet: nothing is paid, the points stay pending.
+        # No programme, then no resident record, then an unverified one: nothing is
+        # paid, the points stay pending.
         assert town.watch.award_volunteer_points() == 0
-        _fund(town, 100)
+        _programme(town, budget=100)
+        assert town.watch.award_volunteer_points() == 0
+        _enrol(town, verify=False)
+        assert town.watch.award_volunteer_points() == 0
+        resident = _enrol(town)
         assert town.watch.award_volunteer_points() == 2
         assert town.watch.award_volunteer_points() == 0  # once
         _upload(town, 100, 200)  # far past the daily cap
         assert town.watch.award_volunteer_points() == 1
+        # Into the wallet the points module shows this resident, from its volunteer budget.
+        points = town.app.state.services.points
         ledger = town.app.state.services.ledger
-        wallet = ledger.get_account(town.tenant, f"resident:{town.username('vol')}")
-        assert wallet.balance == 3
-        assert ledger.get_account(town.tenant, "budget:mimamori").balance == 97
+        assert resident.wallet == f"resident:{resident.member_code}"
+        assert ledger.get_account(town.tenant, resident.wallet).balance == 3
+        assert ledger.get_account(town.tenant, "budget:volunteer").balance == 97
+        listed = points.volunteering_list(town.tenant)
+        assert sorted(v["points"] for v in listed) == [1, 2]
+        assert {v["hours"] for v in listed} == {0}
         me = town.client.get("/watch/v1/volunteer/me", headers=town.as_user("vol")).json()
         assert me["today_points"] == 3 and me["points_pending"] == 0 and me["points_awarded"] == 3
         # Whatever the volunteer asks, no identity comes back.
@@ -81,13 +93,20 @@ def test_points_are_capped_and_paid_once_through_the_ledger(sqlite_engine, tmp_p
         town.client.__exit__(None, None, None)
 
 
-def test_an_empty_budget_leaves_points_pending(sqlite_engine, tmp_path):
+def test_an_empty_budget_or_the_yearly_cap_leaves_points_pending(sqlite_engine, tmp_path):
     town = build_town(sqlite_engine, tmp_path, watch_volunteer_detections_per_point=5)
     try:
-        _fund(town, 1)
-        _upload(town, 0, 20)  # 4 points earned, 1 in the budget
+        _programme(town, budget=1, year_cap=3)
+        _enrol(town)
+        _upload(town, 0, 20)  # 4 points earned, 1 in the budget, 3 allowed a year
         assert town.watch.award_volunteer_points() == 0
         me = town.client.get("/watch/v1/volunteer/me", headers=town.as_user("vol")).json()
         assert me["points_pending"] == 4
+        town.app.state.services.points.fund_budget(
+            town.tenant, "volunteer", 100, "0b6f2f4e-8a57-4a64-9d7c-3d1d2b7f0a11"
+        )
+        assert town.watch.award_volunteer_points() == 0  # 4 > the yearly cap of 3
+        me = town.client.get("/watch/v1/volunteer/me", headers=town.as_user("vol")).json()
+        assert me["points_pending"] == 4 and me["points_awarded"] == 0
     finally:
         town.client.__exit__(None, None, None)

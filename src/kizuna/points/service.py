@@ -994,19 +994,66 @@ class Points:
 
     def record_volunteering(self, tenant: str, spec: VolunteerIn, by: str) -> dict[str, Any]:
         """Staff record volunteer activity for points, within the yearly cap (fiscal year)."""
-        prog = self.programme(tenant)
-        with self.engine.connect() as conn:
-            done = conn.execute(select(volunteering).where(volunteering.c.id == spec.id)).first()
-        if done is not None:
-            return dict(done._mapping) | {"replay": True}
+        replay = self._volunteering_replay(spec.id)
+        if replay is not None:
+            return replay
         resident = self.resident_by_code(tenant, spec.member_code)
         if resident is None:
             raise error(
                 "member-not-found", "会員番号が見つかりません。", "Unknown member code.", 404
             )
+        return self._award_volunteering(
+            tenant,
+            resident,
+            spec.id,
+            spec.activity,
+            spec.activity_date,
+            spec.hours,
+            spec.points,
+            by,
+        )
+
+    def award_volunteering_to_user(
+        self, tenant: str, username: str, award_id: str, activity: str, day: date, points: int
+    ) -> dict[str, Any]:
+        """Points another module awards for volunteering (e.g. 見守り detections), paid
+        into the user's own wallet under the same yearly cap. No hours are counted (0).
+        Raises PointsError when the user has no verified resident record here yet."""
+        replay = self._volunteering_replay(award_id)
+        if replay is not None:
+            return replay
+        resident = self.resident_for_user(tenant, username)
+        if resident is None:
+            raise error(
+                "not-registered",
+                "ポイントの住民登録がありません。",
+                "This user has no points resident record.",
+                404,
+            )
+        return self._award_volunteering(
+            tenant, resident, award_id, activity, day, 0.0, points, by=username
+        )
+
+    def _volunteering_replay(self, award_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            done = conn.execute(select(volunteering).where(volunteering.c.id == award_id)).first()
+        return None if done is None else dict(done._mapping) | {"replay": True}
+
+    def _award_volunteering(
+        self,
+        tenant: str,
+        resident: Resident,
+        award_id: str,
+        activity: str,
+        day: date,
+        hours: float,
+        points: int,
+        by: str,
+    ) -> dict[str, Any]:
+        prog = self.programme(tenant)
         if not resident.verified:
             raise _unverified()
-        fy = fiscal_year(spec.activity_date)
+        fy = fiscal_year(day)
         start, end = date(fy, 4, 1), date(fy + 1, 4, 1)
         with writer(self.engine).begin() as conn:
             self._lock_resident(conn, resident.id)
@@ -1017,7 +1064,7 @@ class Points:
                     volunteering.c.activity_date < end,
                 )
             ).scalar_one()
-            if used + spec.points > prog.volunteer_year_cap:
+            if used + points > prog.volunteer_year_cap:
                 left = max(0, prog.volunteer_year_cap - int(used))
                 raise error(
                     "year-cap",
@@ -1026,17 +1073,17 @@ class Points:
                 )
             conn.execute(
                 insert(volunteering).values(
-                    id=spec.id,
+                    id=award_id,
                     tenant_id=tenant,
                     resident_id=resident.id,
-                    activity=spec.activity,
-                    activity_date=spec.activity_date,
-                    hours=spec.hours,
-                    points=spec.points,
+                    activity=activity,
+                    activity_date=day,
+                    hours=hours,
+                    points=points,
                     recorded_by=by,
                 )
             )
-        tid = _tid(tenant, "volunteer", spec.id)
+        tid = _tid(tenant, "volunteer", award_id)
         try:
             self._post(
                 tenant,
@@ -1044,21 +1091,21 @@ class Points:
                     id=tid,
                     debit_account="budget:volunteer",
                     credit_account=resident.wallet,
-                    amount=spec.points,
+                    amount=points,
                     currency=prog.currency,
                     code="volunteer",
-                    ref=spec.id,
+                    ref=award_id,
                 ),
             )
         except PointsError:
             with writer(self.engine).begin() as conn:
-                conn.execute(delete(volunteering).where(volunteering.c.id == spec.id))
+                conn.execute(delete(volunteering).where(volunteering.c.id == award_id))
             raise
         with writer(self.engine).begin() as conn:
             conn.execute(
-                update(volunteering).where(volunteering.c.id == spec.id).values(transfer_id=tid)
+                update(volunteering).where(volunteering.c.id == award_id).values(transfer_id=tid)
             )
-            row = conn.execute(select(volunteering).where(volunteering.c.id == spec.id)).one()
+            row = conn.execute(select(volunteering).where(volunteering.c.id == award_id)).one()
         return dict(row._mapping) | {"replay": False, "real_name": resident.real_name}
 
     def volunteering_list(self, tenant: str, limit: int = 30) -> list[dict[str, Any]]:

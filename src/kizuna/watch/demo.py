@@ -144,6 +144,7 @@ def seed(services: Any, towns: Any) -> str:
         )
         volunteer = f"{town.id}-volunteer"
         _user(services, volunteer, f"{town.name_ja} 見守り協力者", tenant)
+        _enrol_in_points(services, tenant, volunteer, town.name_ja)
         _device(
             watch,
             tenant,
@@ -260,7 +261,6 @@ def seed(services: Any, towns: Any) -> str:
         flood.check_spots(now)
         for hours in range(1, 49):
             watch.publish_counts(tenant, now - timedelta(hours=hours))
-        _fund_volunteer_budget(services, tenant)
     paid = watch.award_volunteer_points()
     return (
         f"mimamori: {total} detections, families {', '.join(f'{t.id}-family' for t in towns)} / {PASSWORD}; "
@@ -333,48 +333,25 @@ def _seed_spots(watch: WatchService, tenant: str, town: Any, receivers: list, no
     return count
 
 
-def _fund_volunteer_budget(services: Any, tenant: str) -> None:
-    """The town's 見守り協力 budget: 5,000 行政ポイント (once)."""
-    from kizuna.ledger.schemas import AccountCreate, CurrencyCreate, TransferCreate
-    from kizuna.ledger.service import derived_id
+def _enrol_in_points(services: Any, tenant: str, username: str, town_name: str) -> None:
+    """The volunteer as a verified resident of the town's points programme, if it has one,
+    so their 見守り協力 points land in a wallet they can see (else they stay pending)."""
+    from kizuna.points.schemas import ResidentCreate
+    from kizuna.points.service import PointsError
 
-    s = services.settings
-    ledger = services.ledger
-    with contextlib.suppress(Problem):  # the points module may have made it already
-        ledger.create_currency(
+    points = services.points
+    try:
+        resident = points.register_resident(
             tenant,
-            CurrencyCreate(
-                code=s.watch_volunteer_currency,
-                name_ja="行政ポイント",
-                name_en="Administrative points",
-                kind="administrative",
-                expiry_days=365,
+            username,
+            ResidentCreate(
+                real_name="見守り 協力者", kana="ミマモリ キョウリョクシャ", town=town_name
             ),
         )
-    with contextlib.suppress(Problem):
-        ledger.open_account(
-            tenant,
-            AccountCreate(
-                code=s.watch_volunteer_budget_account,
-                currency=s.watch_volunteer_currency,
-                kind="budget",
-                name="見守り協力ポイント予算",
-            ),
-        )
-    ledger.post_transfers(
-        tenant,
-        [
-            TransferCreate(
-                id=derived_id("watch-demo-budget", tenant),
-                debit_account=f"issuance:{s.watch_volunteer_currency}",
-                credit_account=s.watch_volunteer_budget_account,
-                amount=5_000,
-                currency=s.watch_volunteer_currency,
-                code="issue",
-                memo="見守り協力ポイント 予算",
-            )
-        ],
-    )
+    except PointsError:
+        return  # no points programme in this town
+    if not resident.verified:
+        points.verify_resident(tenant, resident.id, by="demo")
 
 
 def _add_open_types(services: Any, tenant: str) -> None:

@@ -156,11 +156,11 @@ class WatchService:
         settings: Settings,
         broker: Any,
         tenants: Any,
-        ledger: Any = None,
+        points: Any = None,
         subscriptions: Any = None,
     ) -> None:
         self.engine = engine
-        self.ledger = ledger
+        self.points = points  # kizuna.points.service.Points: pays volunteers
         self.subscriptions = subscriptions
         self.settings = settings
         self.broker = broker
@@ -1237,18 +1237,19 @@ class WatchService:
         )
 
     def award_volunteer_points(self) -> int:
-        """Pay volunteers the points they earned (within the caps) through the ledger.
+        """Pay volunteers the points they earned (within the caps) into their points wallet.
 
-        One transfer per (volunteer, day, new total), with an id derived from those, so a
-        retry after a crash is a replay the ledger recognises, never a second payment.
-        Returns the points paid; a missing budget or an empty one leaves them pending.
+        Paid through the points programme as volunteering (so its yearly cap, budget and
+        the resident's own wallet apply), one award per (volunteer, day, new total) with an
+        id derived from those: a retry after a crash is a replay, never a second payment.
+        Returns the points paid. Points stay pending, and are paid by a later run, while
+        the town has no programme, the volunteer has no verified resident record there
+        yet, or the budget is short; a volunteer over the yearly cap is logged and skipped.
         """
-        if self.ledger is None:
+        if self.points is None:
             return 0
-        from kizuna.ledger.schemas import AccountCreate, TransferCreate
         from kizuna.ledger.service import derived_id
 
-        s = self.settings
         with self.engine.connect() as conn:
             due = conn.execute(
                 select(volunteer_days)
@@ -1259,37 +1260,24 @@ class WatchService:
             ).all()
         paid = 0
         for row in due:
-            wallet = s.watch_volunteer_wallet_account.format(username=row.username)
+            amount = row.points_earned - row.points_awarded
             try:
-                self.ledger.open_account(
+                self.points.award_volunteering_to_user(
                     row.tenant_id,
-                    AccountCreate(
-                        code=wallet, currency=s.watch_volunteer_currency, kind="resident"
+                    row.username,
+                    derived_id(
+                        "watch-volunteer", row.tenant_id, row.username, row.day, row.points_earned
                     ),
+                    "見守り協力（スマホでのタグ検知）",
+                    row.day,
+                    amount,
                 )
             except Problem as problem:
-                log.warning("volunteer wallet %s in %s: %s", wallet, row.tenant_id, problem.detail)
-                continue
-            amount = row.points_earned - row.points_awarded
-            transfer = TransferCreate(
-                id=derived_id(
-                    "watch-volunteer", row.tenant_id, row.username, row.day, row.points_earned
-                ),
-                debit_account=s.watch_volunteer_budget_account,
-                credit_account=wallet,
-                amount=amount,
-                currency=s.watch_volunteer_currency,
-                code="reward",
-                ref=f"watch:volunteer:{row.day.isoformat()}",
-                memo="見守り協力ポイント",
-            )
-            result = self.ledger.post_transfers(row.tenant_id, [transfer])[0]
-            if not result.ok:
-                log.warning(
-                    "volunteer points for %s in %s not paid: %s",
+                log.info(
+                    "volunteer points for %s in %s left pending: %s",
                     row.username,
                     row.tenant_id,
-                    result.error.type if result.error else "?",
+                    problem.detail,
                 )
                 continue
             with self._writer.begin() as conn:
