@@ -49,7 +49,7 @@ from kizuna.broker.ngsild import Rendering as EntityRendering
 from kizuna.broker.projection import apply_omit, apply_pick
 from kizuna.broker.service import Broker, Query
 from kizuna.broker.temporal import history
-from kizuna.broker.temporal.aggregation import Bucket, aggregate
+from kizuna.broker.temporal.aggregation import Bucket, aggregate, rollup_window
 from kizuna.broker.temporal.models import instance_id, instance_pk, instances, series
 from kizuna.broker.temporal.params import TemporalQuery, TemporalRendering
 from kizuna.problems import bad_request, not_found
@@ -110,6 +110,8 @@ class TemporalService:
         self.broker = broker
         self.engine = broker.engine
         self.instance_limit = instance_limit
+        # False: every aggregation reads the instances (what the rollups are checked against).
+        self.use_rollups = True
         broker.add_change_listener(history.HistoryRecorder())
 
     # --- writes ----------------------------------------------------------------------
@@ -561,8 +563,18 @@ class TemporalService:
         end = tq.end_time_at if tq.timerel == "between" else None
         if tq.timerel == "before":
             end = tq.time_at
+        window = None
+        if self.use_rollups and tq.timerel in ("after", "between"):
+            window = rollup_window(
+                conn.dialect.name,
+                tq.timeproperty,
+                how.aggr_period,
+                how.aggr_methods,
+                tq.time_at,
+                end,
+            )
         buckets = aggregate(
-            conn, origins, time_col, conditions, how.aggr_period, how.aggr_methods, end
+            conn, origins, time_col, conditions, how.aggr_period, how.aggr_methods, end, window
         )
         if tq.last_n:
             buckets = {pk: items[-tq.last_n :] for pk, items in buckets.items()}
