@@ -141,6 +141,10 @@ class TemporalService:
                 )
             self._put_current(conn, scope, old, current, now)
             self._write_instances(conn, scope.tenant, entity_id, attrs, now)
+            scoped = history.scope_instance(old.scopes if old else None, current.scopes)
+            if scoped is not None and not scoped[1]:
+                history_of_scope = {history.SCOPE_IRI: [scoped[0]]}
+                self._write_instances(conn, scope.tenant, entity_id, history_of_scope, now)
             return old is None
 
         return self.broker.write_one(entity_id, work)
@@ -463,6 +467,12 @@ class TemporalService:
             entity = _entity_head(row, tm)
             for info in by_entity.get(row.id, []):
                 name = tm.compact(info.attr)
+                if info.attr == history.SCOPE_IRI:
+                    # The scope's history in the window stands in for the current scope.
+                    if how.format == "aggregatedValues" or info.pk not in fetched.had_rows:
+                        continue
+                    name = "scope"
+                    entity.pop(name, None)
                 if how.format == "aggregatedValues":
                     _put_aggregated(entity, name, info, buckets.get(info.pk), how, tq)
                 else:
