@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import calendar
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -182,33 +182,41 @@ def aggregate(
                 )
             )
         for stmt in statements:
-            for row in conn.execute(stmt):
-                bucket = _bucket(row, origin, period, end_of_range, methods)
-                out.setdefault(row.series_pk, []).append(bucket)
+            result = conn.execute(stmt)
+            keys = list(result.keys())
+            read = _reader(keys, methods)
+            i_pk, i_bucket = keys.index("series_pk"), keys.index("bucket")
+            i_last = keys.index("last_time") if "last_time" in keys else None
+            # A year of daily buckets over 100 series shares 366 bounds: work them out once.
+            spans: dict[Any, tuple[datetime, datetime]] = {}
+            for row in result.all():
+                index = row[i_bucket]
+                span = spans.get(index)
+                if span is None:
+                    last = row[i_last] if i_last is not None else None
+                    span = _span(index, origin, period, end_of_range or last)
+                    if not period.empty:
+                        spans[index] = span
+                out.setdefault(row[i_pk], []).append(Bucket(span[0], span[1], read(row)))
     return out
 
 
-def _bucket(
-    row: Any,
-    origin: datetime,
-    period: Duration,
-    end_of_range: datetime | None,
-    methods: Sequence[str],
-) -> Bucket:
-    if isinstance(row.bucket, datetime):
-        number = round((row.bucket - origin) / period.fixed)
-    else:
-        number = int(row.bucket or 0)
+def _span(
+    index: Any, origin: datetime, period: Duration, end_of_range: datetime | None
+) -> tuple[datetime, datetime]:
+    """A bucket's start and end from its index (a bucket start on PostgreSQL's date_bin)."""
     if period.empty:
-        start = origin
-        end = end_of_range or row.last_time
-    elif period.months:
-        start = add_months(origin, number * period.months)
-        end = add_months(origin, (number + 1) * period.months)
+        return origin, end_of_range or origin
+    if isinstance(index, datetime):
+        number = round((index - origin) / period.fixed)
     else:
-        start = origin + number * period.fixed
-        end = start + period.fixed
-    return Bucket(start, end, _values(row, methods))
+        number = int(index or 0)
+    if period.months:
+        return add_months(origin, number * period.months), add_months(
+            origin, (number + 1) * period.months
+        )
+    start = origin + number * period.fixed
+    return start, start + period.fixed
 
 
 def _raw_statement(
@@ -282,32 +290,44 @@ def _rollup_statement(
     return select(*columns).where(*conditions).group_by(*group).order_by(*group)
 
 
-def _values(found: Any, methods: Sequence[str]) -> dict[str, Any]:
-    row = dict(found._mapping)
-    n_num = int(row.get("n_num") or 0)
-    total = float(row["total"]) if row.get("total") is not None else None
-    squares = float(row["squares"]) if row.get("squares") is not None else None
-    low, high = row.get("low"), row.get("high")
-    out: dict[str, Any] = {}
-    for method in methods:
-        if method == "totalCount":
-            out[method] = int(row["n"])
-        elif method == "distinctCount":
-            out[method] = int(row["n_distinct"])
-        elif method == "sum":
-            out[method] = total
-        elif method == "avg":
-            out[method] = total / n_num if n_num and total is not None else None
-        elif method == "min":
-            out[method] = float(low) if low is not None else None
-        elif method == "max":
-            out[method] = float(high) if high is not None else None
-        elif method == "sumsq":
-            out[method] = squares
-        elif method == "stddev":
-            if n_num >= 2 and total is not None and squares is not None:
-                variance = (squares - total * total / n_num) / (n_num - 1)
-                out[method] = math.sqrt(max(variance, 0.0))
-            else:
-                out[method] = None
-    return out
+def _reader(keys: list[str], methods: Sequence[str]) -> Callable[[Any], dict[str, Any]]:
+    """Turns a result row (by position: ~100,000 rows for 100 series over a year) into the
+    methods' values."""
+    at = {key: i for i, key in enumerate(keys)}
+    i_n, i_num, i_distinct, i_total, i_low, i_high, i_squares = (
+        at.get(k) for k in ("n", "n_num", "n_distinct", "total", "low", "high", "squares")
+    )
+
+    def number(row: Any, i: int | None) -> float | None:
+        value = row[i] if i is not None else None
+        return float(value) if value is not None else None
+
+    def read(row: Any) -> dict[str, Any]:
+        n_num = int(row[i_num] or 0) if i_num is not None else 0
+        total = number(row, i_total)
+        squares = number(row, i_squares)
+        out: dict[str, Any] = {}
+        for method in methods:
+            if method == "totalCount":
+                out[method] = int(row[i_n])
+            elif method == "distinctCount":
+                out[method] = int(row[i_distinct])
+            elif method == "sum":
+                out[method] = total
+            elif method == "avg":
+                out[method] = total / n_num if n_num and total is not None else None
+            elif method == "min":
+                out[method] = number(row, i_low)
+            elif method == "max":
+                out[method] = number(row, i_high)
+            elif method == "sumsq":
+                out[method] = squares
+            elif method == "stddev":
+                if n_num >= 2 and total is not None and squares is not None:
+                    variance = (squares - total * total / n_num) / (n_num - 1)
+                    out[method] = math.sqrt(max(variance, 0.0))
+                else:
+                    out[method] = None
+        return out
+
+    return read

@@ -795,11 +795,12 @@ def _put_aggregated(
     if not buckets:
         return
     block: dict[str, Any] = {"type": "Property"}
+    spans = [(fmt_time(b.start), fmt_time(b.end)) for b in buckets]
     for method in how.aggr_methods:
         block[method] = [
-            [b.values[method], fmt_time(b.start), fmt_time(b.end)]
-            for b in buckets
-            if b.values.get(method) is not None
+            [b.values[method], start, end]
+            for b, (start, end) in zip(buckets, spans, strict=True)
+            if b.values[method] is not None
         ]
     if info.dataset_id:
         block["datasetId"] = info.dataset_id
