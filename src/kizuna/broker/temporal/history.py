@@ -8,8 +8,13 @@ instance that disappears becomes a deletion marker (``deletedAt``, value
 ``urn:ngsi-ld:null``); a deleted entity takes its history with it (the temporal
 representation belongs to the entity: ``delete_temporal_on_core_delete``).
 
+The entity's scope is recorded the same way, as a series named ``ngsi-ld:scope``: an
+instance per change, and a deletion marker with an empty list as value.
+
 Cost on the write path: one indexed SELECT for the series keys of a batch, an INSERT for
-the series that are new, and the rows in one COPY (PostgreSQL) or executemany (SQLite).
+the series that are new, and the rows in one COPY (PostgreSQL) or executemany (SQLite);
+on PostgreSQL the COPY's statement trigger adds the rows' day totals to ``temporal_daily``
+(one INSERT … ON CONFLICT per statement, migration temporal_0002).
 """
 
 from __future__ import annotations
