@@ -360,6 +360,12 @@ class Broker:
         def work(conn: Connection) -> None:
             old = self._existing(conn, scope, entity_id)
             instances = old.attrs.get(iri)
+            if attr == "scope" and not instances:
+                # The entity's scope is deleted through the attribute path too (NGSI-LD 4.18).
+                if not old.scopes:
+                    raise not_found(f"Entity {entity_id} has no scope")
+                self._update(conn, scope, [(old, Entity(old.id, old.types, None, old.attrs))], now)
+                return
             if not instances:
                 raise not_found(f"Entity {entity_id} has no attribute {attr}")
             if delete_all:

@@ -463,3 +463,27 @@ def test_retention_purges_old_instances(client: TestClient) -> None:
     assert temporal.purge(0, {tenant: 30}) == 1
     assert _values(_get(client, "urn:ngsi-ld:Sensor:r")) == [2]
     assert temporal.purge(0, {tenant: 30}) == 0
+
+
+# --- scope ------------------------------------------------------------------------------
+
+
+def test_scope_history_and_its_deletion(client: TestClient) -> None:
+    eid = "urn:ngsi-ld:Sensor:s"
+    body = _sensor(eid, READINGS[:2])
+    body["scope"] = ["/Takasago/Park", "/Kakogawa"]
+    _create(client, body)
+    again = _sensor(eid, READINGS[2:3])
+    again["scope"] = "/Takasago/River"
+    _create(client, again)
+    history = _get(client, eid)["scope"]
+    assert [i["value"] for i in history] == [["/Takasago/Park", "/Kakogawa"], ["/Takasago/River"]]
+    assert client.delete(f"{BASE}/entities/{eid}/attrs/scope").status_code == 204
+    assert "scope" not in client.get(f"{BASE}/entities/{eid}").json()
+    assert client.delete(f"{BASE}/entities/{eid}/attrs/scope").status_code == 404
+    deleted = _get(client, eid, timeproperty="deletedAt")
+    assert set(deleted) == {"id", "type", "scope"}
+    [marker] = deleted["scope"]
+    assert marker["value"] == [] and marker["deletedAt"]
+    simplified = _get(client, eid, timeproperty="deletedAt", options="temporalValues")
+    assert simplified["scope"]["values"] == [[[], marker["deletedAt"]]]

@@ -8,8 +8,13 @@ instance that disappears becomes a deletion marker (``deletedAt``, value
 ``urn:ngsi-ld:null``); a deleted entity takes its history with it (the temporal
 representation belongs to the entity: ``delete_temporal_on_core_delete``).
 
+The entity's scope is recorded the same way, as a series named ``ngsi-ld:scope``: an
+instance per change, and a deletion marker with an empty list as value.
+
 Cost on the write path: one indexed SELECT for the series keys of a batch, an INSERT for
-the series that are new, and the rows in one COPY (PostgreSQL) or executemany (SQLite).
+the series that are new, and the rows in one COPY (PostgreSQL) or executemany (SQLite);
+on PostgreSQL the COPY's statement trigger adds the rows' day totals to ``temporal_daily``
+(one INSERT … ON CONFLICT per statement, migration temporal_0002).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from kizuna.broker.changes import EntityChange
+from kizuna.broker.context import NGSI_LD
 from kizuna.broker.ngsild import NGSI_LD_NULL
 from kizuna.broker.temporal.models import instances, series
 
@@ -33,6 +39,8 @@ SKIP_KEY = "kizuna.temporal.skip"
 _TIME_KEYS = ("observedAt", "createdAt", "modifiedAt", "deletedAt", "instanceId")
 _CHUNK = 1000
 SeriesKey = tuple[str, str, str]  # entity id, attribute IRI, datasetId ('' default)
+# The entity's scope has a history of its own, kept as a series of this name.
+SCOPE_IRI = f"{NGSI_LD}scope"
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -94,6 +102,18 @@ def deletion_marker(inst: dict[str, Any]) -> dict[str, Any]:
     if "createdAt" in inst:
         marker["createdAt"] = inst["createdAt"]
     return marker
+
+
+def scope_instance(
+    before: list[str] | None, after: list[str] | None
+) -> tuple[dict[str, Any], bool] | None:
+    """The history entry of a scope change, with True when the scope was deleted (its
+    deletion marker has an empty list as value), or None when the scope did not change."""
+    if (before or None) == (after or None):
+        return None
+    if after:
+        return {"type": "Property", "value": list(after)}, False
+    return {"type": "Property", "value": []}, True
 
 
 def series_pks(
@@ -240,6 +260,12 @@ class HistoryRecorder:
                     if dataset not in kept:
                         marker = deletion_marker(inst)
                         pending.append(((change.entity_id, iri, dataset), marker, change.at))
+            before_scopes = change.before.scopes if change.before is not None else None
+            scoped = scope_instance(before_scopes, change.after.scopes)
+            if scoped is not None:
+                inst, deleted = scoped
+                key = (change.entity_id, SCOPE_IRI, "")
+                pending.append((key, inst, change.at if deleted else None))
         if not pending:
             return
         pks = series_pks(conn, tenant, (key for key, _, _ in pending))

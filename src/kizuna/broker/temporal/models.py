@@ -27,6 +27,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     Index,
+    Numeric,
     String,
     Table,
     UniqueConstraint,
@@ -101,6 +102,21 @@ instances = Table(
     # Covering: (series_pk, observed_at) INCLUDE (num_value) on PostgreSQL, a third key
     # column on SQLite (created in the migration).
     Index("ix_temporal_instances_series_observed", "series_pk", "observed_at", "num_value"),
+)
+
+# PostgreSQL only (migration temporal_0002): per series and UTC day, the totals of the
+# instances observed that day, kept exact by triggers on temporal_instances.
+daily = Table(
+    "temporal_daily",
+    metadata,
+    Column("series_pk", _PK, primary_key=True),
+    Column("day", Moment, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Column("n_num", BigInteger, nullable=False),
+    Column("total", Numeric(asdecimal=True), nullable=True),
+    Column("low", Float, nullable=True),
+    Column("high", Float, nullable=True),
+    Column("squares", Numeric(asdecimal=True), nullable=True),
 )
 
 INSTANCE_PREFIX = "urn:ngsi-ld:Instance:"

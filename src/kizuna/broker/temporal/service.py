@@ -49,7 +49,7 @@ from kizuna.broker.ngsild import Rendering as EntityRendering
 from kizuna.broker.projection import apply_omit, apply_pick
 from kizuna.broker.service import Broker, Query
 from kizuna.broker.temporal import history
-from kizuna.broker.temporal.aggregation import Bucket, aggregate
+from kizuna.broker.temporal.aggregation import Bucket, aggregate, rollup_window
 from kizuna.broker.temporal.models import instance_id, instance_pk, instances, series
 from kizuna.broker.temporal.params import TemporalQuery, TemporalRendering
 from kizuna.problems import bad_request, not_found
@@ -110,6 +110,8 @@ class TemporalService:
         self.broker = broker
         self.engine = broker.engine
         self.instance_limit = instance_limit
+        # False: every aggregation reads the instances (what the rollups are checked against).
+        self.use_rollups = True
         broker.add_change_listener(history.HistoryRecorder())
 
     # --- writes ----------------------------------------------------------------------
@@ -139,6 +141,10 @@ class TemporalService:
                 )
             self._put_current(conn, scope, old, current, now)
             self._write_instances(conn, scope.tenant, entity_id, attrs, now)
+            scoped = history.scope_instance(old.scopes if old else None, current.scopes)
+            if scoped is not None and not scoped[1]:
+                history_of_scope = {history.SCOPE_IRI: [scoped[0]]}
+                self._write_instances(conn, scope.tenant, entity_id, history_of_scope, now)
             return old is None
 
         return self.broker.write_one(entity_id, work)
@@ -461,6 +467,12 @@ class TemporalService:
             entity = _entity_head(row, tm)
             for info in by_entity.get(row.id, []):
                 name = tm.compact(info.attr)
+                if info.attr == history.SCOPE_IRI:
+                    # The scope's history in the window stands in for the current scope.
+                    if how.format == "aggregatedValues" or info.pk not in fetched.had_rows:
+                        continue
+                    name = "scope"
+                    entity.pop(name, None)
                 if how.format == "aggregatedValues":
                     _put_aggregated(entity, name, info, buckets.get(info.pk), how, tq)
                 else:
@@ -561,8 +573,18 @@ class TemporalService:
         end = tq.end_time_at if tq.timerel == "between" else None
         if tq.timerel == "before":
             end = tq.time_at
+        window = None
+        if self.use_rollups and tq.timerel in ("after", "between"):
+            window = rollup_window(
+                conn.dialect.name,
+                tq.timeproperty,
+                how.aggr_period,
+                how.aggr_methods,
+                tq.time_at,
+                end,
+            )
         buckets = aggregate(
-            conn, origins, time_col, conditions, how.aggr_period, how.aggr_methods, end
+            conn, origins, time_col, conditions, how.aggr_period, how.aggr_methods, end, window
         )
         if tq.last_n:
             buckets = {pk: items[-tq.last_n :] for pk, items in buckets.items()}
@@ -773,11 +795,12 @@ def _put_aggregated(
     if not buckets:
         return
     block: dict[str, Any] = {"type": "Property"}
+    spans = [(fmt_time(b.start), fmt_time(b.end)) for b in buckets]
     for method in how.aggr_methods:
         block[method] = [
-            [b.values[method], fmt_time(b.start), fmt_time(b.end)]
-            for b in buckets
-            if b.values.get(method) is not None
+            [b.values[method], start, end]
+            for b, (start, end) in zip(buckets, spans, strict=True)
+            if b.values[method] is not None
         ]
     if info.dataset_id:
         block["datasetId"] = info.dataset_id
