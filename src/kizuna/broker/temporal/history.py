@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, delete, insert, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from kizuna.broker.changes import EntityChange
@@ -124,23 +123,45 @@ def series_pks(
     found = _read_series(conn, tenant, wanted)
     missing = sorted(wanted - found.keys())
     if missing and create:
-        rows = [
-            {"tenant": tenant, "entity_id": e, "attr": a, "dataset_id": d} for e, a, d in missing
-        ]
-        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(dialect_insert(series).on_conflict_do_nothing(), rows)
-        # Read back, also those a concurrent writer created first.
-        found.update(_read_series(conn, tenant, set(missing)))
+        if conn.dialect.name == "postgresql":
+            # One statement for the whole batch (a row-by-row executemany and a read-back
+            # were over 40 % of a 1,000-entity batch's history cost).
+            rows = conn.execute(_PG_CREATE_SERIES, _key_arrays(tenant, missing))
+            found.update({(r.entity_id, r.attr, r.dataset_id): r.pk for r in rows})
+        else:
+            conn.execute(
+                sqlite_insert(series).on_conflict_do_nothing(),
+                [
+                    {"tenant": tenant, "entity_id": e, "attr": a, "dataset_id": d}
+                    for e, a, d in missing
+                ],
+            )
+        # Read back what the insert did not return: created by a concurrent writer first.
+        found.update(_read_series(conn, tenant, wanted - found.keys()))
     return found
+
+
+def _key_arrays(tenant: str, keys: Iterable[SeriesKey]) -> dict[str, Any]:
+    entity_ids, attrs, datasets = (list(column) for column in zip(*keys, strict=True))
+    return {"tenant": tenant, "entity_ids": entity_ids, "attrs": attrs, "datasets": datasets}
+
+
+_KEYS = (
+    " unnest(CAST(:entity_ids AS varchar[]), CAST(:attrs AS varchar[]),"
+    " CAST(:datasets AS varchar[])) AS k(entity_id, attr, dataset_id)"
+)
+_PG_CREATE_SERIES = text(
+    "INSERT INTO temporal_series (tenant, entity_id, attr, dataset_id)"
+    f" SELECT :tenant, k.entity_id, k.attr, k.dataset_id FROM {_KEYS}"
+    " ON CONFLICT DO NOTHING RETURNING pk, entity_id, attr, dataset_id"
+)
 
 
 # One index probe per key, whatever the table's statistics say: with `entity_id IN (...)`
 # PostgreSQL planned a scan of the tenant's whole series list once the batch was large,
 # which made every write batch slower as the history grew.
 _PG_SERIES_BY_KEY = text(
-    "SELECT s.pk, s.entity_id, s.attr, s.dataset_id"
-    " FROM unnest(CAST(:entity_ids AS varchar[]), CAST(:attrs AS varchar[]),"
-    " CAST(:datasets AS varchar[])) AS k(entity_id, attr, dataset_id)"
+    f"SELECT s.pk, s.entity_id, s.attr, s.dataset_id FROM {_KEYS}"
     " JOIN temporal_series s ON s.tenant = :tenant AND s.entity_id = k.entity_id"
     " AND s.attr = k.attr AND s.dataset_id = k.dataset_id"
 )
@@ -150,11 +171,7 @@ def _read_series(conn: Connection, tenant: str, wanted: set[SeriesKey]) -> dict[
     if not wanted:
         return {}
     if conn.dialect.name == "postgresql":
-        entity_ids, attrs, datasets = (list(column) for column in zip(*wanted, strict=True))
-        rows = conn.execute(
-            _PG_SERIES_BY_KEY,
-            {"tenant": tenant, "entity_ids": entity_ids, "attrs": attrs, "datasets": datasets},
-        )
+        rows = conn.execute(_PG_SERIES_BY_KEY, _key_arrays(tenant, wanted))
         return {(r.entity_id, r.attr, r.dataset_id): r.pk for r in rows}
     found: dict[SeriesKey, int] = {}
     ordered = sorted({key[0] for key in wanted})
