@@ -191,6 +191,9 @@ def test_resident_shop_and_staff_flows_in_a_phone_browser(app, chromium, monkeyp
         assert data.startswith("\ufeff".encode())
         text = data.decode("utf-8-sig")
         assert "さくらベーカリー" in text and ",380," in text and ",375," in text  # fee ¥5
+        page.click("#zengin summary")  # the 全銀協 file's form opens below the statements
+        assert page.locator("#zengin-download").is_visible()
+        screenshot(page, "points-staff-zengin")
         ctx.close()
 
 

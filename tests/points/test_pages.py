@@ -212,6 +212,56 @@ def test_settlement_waits_for_the_month_end_then_pays_once(app, client, monkeypa
     csv = client.get(f"/points/staff/settlement.csv?month={month}")
     assert csv.content.startswith(b"\xef\xbb\xbf") and "さくらベーカリー" in csv.content.decode()
 
+    # The 全銀協 総合振込 file for the city's bank, from the page's form.
+    city = {
+        "code": "1234567890",
+        "name": "たかさごし",
+        "bank_code": "0173",
+        "bank_name": "ﾐﾅﾄｷﾞﾝｺｳ",
+        "branch_code": "101",
+        "branch_name": "ﾀｶｻｺﾞ",
+        "account_type": "1",
+        "account_number": "7654321",
+    }
+    form = {"csrf_token": csrf, "month": month, "transfer_date": "2026-12-25", **city}
+    no_account = client.post("/points/staff/settlement.zengin", data=form)
+    assert "振込先口座が未登録の加盟店があります: さくらベーカリー" in no_account.text
+    bakery = points.shop(T, "bakery")
+    points.register_shop(
+        T,
+        ShopCreate(
+            **bakery.model_dump(include=set(ShopCreate.model_fields))
+            | {
+                "bank_code": "0173",
+                "branch_code": "205",
+                "account_type": "1",
+                "account_number": "1234567",
+                "holder_kana": "ｻｸﾗﾍﾞｰｶﾘｰ",
+            }
+        ),
+    )
+    bad = client.post("/points/staff/settlement.zengin", data={**form, "bank_code": "01x3"})
+    assert bad.status_code == 200 and "振込ファイルを作れません" in bad.text
+    assert 'value="01x3"' in bad.text  # what was typed stays in the form
+    page = client.get(f"/points/staff/settlement?month={month}")
+    assert (
+        'name="code" inputmode="numeric" pattern="[0-9]{1,10}" maxlength="10" value=""' in page.text
+    )
+    done = client.post("/points/staff/settlement.zengin", data=form)
+    assert done.status_code == 200 and "attachment" in done.headers["content-disposition"]
+    records = done.content.split(b"\r\n")
+    assert records[-1] == b"" and all(len(r) == 120 for r in records[:-1])
+    header, data, trailer, end = records[:-1]
+    assert header[:4] == b"1210" and header[4:14] == b"1234567890"
+    assert header[14:54].decode("cp932").rstrip() == "ﾀｶｻｺﾞｼ"  # kana, half-width
+    assert header[54:58] == b"1225" and header[58:62] == b"0173"
+    assert data[:1] == b"2" and data[80:90] == b"0000000985"  # 1,000 pt less the 1.5 % fee
+    assert trailer == b"8" + b"000001" + b"000000000985" + b" " * 101
+    assert end == b"9" + b" " * 119
+    # The city's account is kept for next month's form.
+    page = client.get(f"/points/staff/settlement?month={month}")
+    assert 'value="1234567890"' in page.text and 'value="7654321"' in page.text
+
 
 def test_dashboard_csv_chart_poster_and_broker(app, client):
     csrf = _login(client, "pmo")

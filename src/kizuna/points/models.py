@@ -42,6 +42,8 @@ programmes = Table(
     Column("thanks_daily_limit", Integer, nullable=False),
     Column("volunteer_year_cap", Integer, nullable=False),
     Column("created_at", TS, nullable=False, server_default=func.now()),
+    # The city's account (依頼人) last used for the 全銀協 file (migration points_0002).
+    Column("zengin_originator", JSONDoc, nullable=True),
 )
 
 # 実名制: the real person behind a resident user, verified by staff or an OIDC claim.

@@ -10,6 +10,7 @@ admin / clerk / viewer) their municipality's programme; platform admins everythi
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import uuid
 from datetime import date, timedelta
@@ -37,6 +38,7 @@ from kizuna.points.schemas import (
 )
 from kizuna.points.service import (
     JST,
+    Originator,
     Points,
     PointsError,
     Resident,
@@ -1125,6 +1127,7 @@ def _staff_settlement(
     user: PageUser,
     flash: dict | None = None,
     month: date | None = None,
+    zengin: dict[str, str] | None = None,
 ) -> Response:
     tenant, role, tenants = _staff(request, user, "admin")
     points = _points(request)
@@ -1141,6 +1144,8 @@ def _staff_settlement(
         "rows": rows,
         "settled": {s.merchant for _, s in rows if points.is_settled(tenant, s)},
         "flash": flash,
+        "zengin": zengin
+        or {**points.zengin_originator(tenant), "transfer_date": _next_weekday(3).isoformat()},
         "total": {
             "net": sum(s.net for _, s in rows),
             "fee": sum(s.fee_yen for _, s in rows),
@@ -1182,6 +1187,65 @@ def staff_settlement_csv(request: Request, user: PageUser) -> Response:
             "Content-Disposition": f"attachment; filename*=UTF-8''settlement-{tenant}-{month:%Y-%m}.csv"
         },
     )
+
+
+@router.post("/points/staff/settlement.zengin", response_model=None)
+def staff_settlement_zengin(
+    request: Request,
+    user: FormUser,
+    month: Annotated[str, Form()],
+    transfer_date: Annotated[str, Form()] = "",
+    code: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+    bank_code: Annotated[str, Form()] = "",
+    bank_name: Annotated[str, Form()] = "",
+    branch_code: Annotated[str, Form()] = "",
+    branch_name: Annotated[str, Form()] = "",
+    account_type: Annotated[str, Form()] = "1",
+    account_number: Annotated[str, Form()] = "",
+) -> Response:
+    """The month's 全銀協 総合振込 file (Shift_JIS, 120-byte records) for the city's bank."""
+    tenant, _, _ = _staff(request, user, "admin")
+    try:
+        start = date.fromisoformat(month + "-01")
+    except ValueError:
+        raise HTTPException(400, "month: YYYY-MM") from None
+    origin = Originator(
+        code=code.strip(),
+        name=name.strip(),
+        bank_code=bank_code.strip(),
+        bank_name=bank_name.strip(),
+        branch_code=branch_code.strip(),
+        branch_name=branch_name.strip(),
+        account_type=account_type.strip(),
+        account_number=account_number.strip(),
+    )
+    typed = {**dataclasses.asdict(origin), "transfer_date": transfer_date}
+    try:
+        day = date.fromisoformat(transfer_date)
+    except ValueError:
+        flash = _flash(
+            request, "振込指定日を正しく入力してください。", "Enter a valid transfer date.", "error"
+        )
+        return _staff_settlement(request, user, flash, start, typed)
+    try:
+        data = _points(request).settlements_zengin(tenant, start, origin, day)
+    except PointsError as exc:
+        return _staff_settlement(request, user, _err(request, exc), start, typed)
+    return Response(
+        data,
+        media_type="text/plain; charset=Shift_JIS",
+        headers={
+            "Content-Disposition": f'attachment; filename="sogo-furikomi-{tenant}-{start:%Y-%m}.txt"'
+        },
+    )
+
+
+def _next_weekday(days_ahead: int) -> date:
+    day = today() + timedelta(days=days_ahead)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return day
 
 
 @router.get("/points/help", response_class=HTMLResponse)

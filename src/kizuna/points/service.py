@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -46,7 +47,7 @@ from kizuna.ledger.schemas import (
     TransferPublic,
     TransferResult,
 )
-from kizuna.ledger.service import Ledger, derived_id, system_accounts
+from kizuna.ledger.service import Ledger, Originator, derived_id, system_accounts
 from kizuna.points.models import (
     actions,
     coupon_uses,
@@ -2010,6 +2011,55 @@ class Points:
         end = (start + timedelta(days=32)).replace(day=1)
         return self.ledger.settlements_csv(tenant, since=start, until=end)
 
+    def settlements_zengin(
+        self, tenant: str, month: date, origin: Originator, transfer_date: date
+    ) -> bytes:
+        """The month's settlements as a 全銀協 総合振込 file for the city's bank; the
+        city's account is kept for next month. Bad account data: PointsError, nothing kept."""
+        start = month.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+        unpayable = [
+            shop.name
+            for shop, s in self.month_statements(tenant, start)
+            if s.payable_yen > 0
+            and self.is_settled(tenant, s)
+            and not (
+                shop.bank_code and shop.branch_code and shop.account_number and shop.holder_kana
+            )
+        ]
+        if unpayable:
+            raise error(
+                "zengin-no-account",
+                f"振込先口座が未登録の加盟店があります: {'、'.join(unpayable)}。加盟店の登録で口座を入力してください。",
+                f"No bank account on file for: {', '.join(unpayable)}.",
+            )
+        try:
+            data = self.ledger.settlements_zengin(tenant, origin, transfer_date, start, end)
+        except ValueError as exc:
+            raise error(
+                "zengin", f"振込ファイルを作れません: {exc}", f"No transfer file: {exc}"
+            ) from None
+        except Problem as exc:
+            raise error(
+                "zengin",
+                f"振込ファイルを作れません: {exc.detail}",
+                f"No transfer file: {exc.detail}",
+            ) from None
+        with writer(self.engine).begin() as conn:
+            conn.execute(
+                update(programmes)
+                .where(programmes.c.tenant_id == tenant)
+                .values(zengin_originator=dataclasses.asdict(origin))
+            )
+        return data
+
+    def zengin_originator(self, tenant: str) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            saved = conn.execute(
+                select(programmes.c.zengin_originator).where(programmes.c.tenant_id == tenant)
+            ).scalar()
+        return saved or {}
+
     # --- the city's figures ----------------------------------------------------------------------
 
     def dashboard(self, tenant: str, months: int = 6) -> Dashboard:
@@ -2282,6 +2332,7 @@ def hold_expiry_label(expires_at: datetime | None) -> str:
 __all__ = [
     "JST",
     "Dashboard",
+    "Originator",
     "PayLink",
     "Points",
     "PointsError",
