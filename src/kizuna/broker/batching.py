@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from kizuna.broker.changes import close_group, open_group
 from kizuna.problems import Problem
 
 T = TypeVar("T")
@@ -78,11 +79,17 @@ class GroupCommitter:
     ) -> list[tuple[Any, Problem | None]]:
         outcomes: list[tuple[Any, Problem | None]] = []
         with self._engine.begin() as conn:
-            for work, _ in batch:
-                try:
-                    outcomes.append((work(conn), None))
-                except Problem as problem:
-                    outcomes.append((None, problem))
+            open_group(conn)
+            try:
+                for work, _ in batch:
+                    try:
+                        outcomes.append((work(conn), None))
+                    except Problem as problem:
+                        outcomes.append((None, problem))
+            except BaseException:
+                close_group(conn, flush=False)
+                raise
+            close_group(conn, flush=True)  # listeners' queued work, before the COMMIT
         return outcomes
 
     def _settle_alone(

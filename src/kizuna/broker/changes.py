@@ -37,3 +37,36 @@ class EntityChange:
 
 
 ChangeListener = Callable[[Connection, Sequence[EntityChange]], None]
+
+
+# --- write groups: listener work once per group commit -----------------------------
+#
+# The group commit runs many single-entity writes in one transaction. A listener called
+# once per write would make its statements once per write; inside a group it may queue
+# its (already decided) work with :func:`defer` instead, and the group runs each queue
+# once, with every write's items, before its COMMIT.
+
+_GROUP_KEY = "kizuna.write_group"
+Flush = Callable[[Connection, list], None]
+
+
+def open_group(conn: Connection) -> None:
+    conn.info[_GROUP_KEY] = {}
+
+
+def defer(conn: Connection, key: str, item: object, flush: Flush) -> bool:
+    """Queue ``item`` for ``flush`` at the end of the connection's write group; False
+    when the connection is not in one (the caller then does the work at once)."""
+    group = conn.info.get(_GROUP_KEY)
+    if group is None:
+        return False
+    group.setdefault(key, (flush, []))[1].append(item)
+    return True
+
+
+def close_group(conn: Connection, *, flush: bool) -> None:
+    """Run the queued work (``flush``) or drop it (the transaction is being abandoned)."""
+    group = conn.info.pop(_GROUP_KEY, None)
+    if flush and group:
+        for run, items in group.values():
+            run(conn, items)

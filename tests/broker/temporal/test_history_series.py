@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select, text
+
+from kizuna.broker.changes import EntityChange, close_group, open_group
+from kizuna.broker.ngsild import Entity
 from kizuna.broker.temporal import history
 
 
@@ -56,3 +60,55 @@ def test_postgresql_looks_series_up_by_index_on_a_large_table(pg_engine):
         assert "uq_temporal_series_key" in plan, plan
         assert "Seq Scan on temporal_series" not in plan, plan
         assert len(history.series_pks(conn, "a", keys, create=False)) == 1000
+
+
+def _change(entity_id: str, value: float | None, at: datetime, before=None) -> EntityChange:  # noqa: ANN001
+    after = (
+        None
+        if value is None
+        else Entity(
+            entity_id,
+            ["https://example.org/Sensor"],
+            None,
+            {TEMP: [{"type": "Property", "value": value}]},
+        )
+    )
+    return EntityChange("a", entity_id, before, after, at)
+
+
+TEMP = "https://example.org/temperature"
+
+
+def _values(conn, entity_id: str) -> list:  # noqa: ANN001
+    rows = conn.execute(
+        select(history.instances.c.instance, history.instances.c.modified_at)
+        .join(history.series, history.series.c.pk == history.instances.c.series_pk)
+        .where(history.series.c.entity_id == entity_id)
+        .order_by(history.instances.c.pk)
+    ).all()
+    return [r.instance.get("value") for r in rows]
+
+
+def test_a_write_group_records_its_history_once_at_its_end_in_order(engine):
+    recorder = history.HistoryRecorder()
+    t0 = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    created = _change("urn:s:1", 20.0, t0)
+    updated = _change("urn:s:1", 21.5, t0 + timedelta(seconds=1), before=created.after)
+    other = _change("urn:s:2", 5.0, t0)
+    doomed = _change("urn:s:3", 1.0, t0)
+    with engine.begin() as conn:
+        open_group(conn)
+        for change in (created, updated, other, doomed):
+            recorder(conn, [change])
+        recorder(conn, [_change("urn:s:3", None, t0 + timedelta(seconds=2), before=doomed.after)])
+        assert _values(conn, "urn:s:1") == []  # queued, not yet written
+        close_group(conn, flush=True)
+        assert _values(conn, "urn:s:1") == [20.0, 21.5]
+        assert _values(conn, "urn:s:2") == [5.0]
+        # Created then deleted in the same group: the deletion took its history with it.
+        assert _values(conn, "urn:s:3") == []
+        # Dropped work (an abandoned transaction) writes nothing.
+        open_group(conn)
+        recorder(conn, [_change("urn:s:4", 3.0, t0)])
+        close_group(conn, flush=False)
+        assert _values(conn, "urn:s:4") == []

@@ -27,7 +27,7 @@ import orjson
 from sqlalchemy import Connection, delete, insert, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from kizuna.broker.changes import EntityChange
+from kizuna.broker.changes import EntityChange, defer
 from kizuna.broker.context import NGSI_LD
 from kizuna.broker.ngsild import NGSI_LD_NULL
 from kizuna.broker.temporal.models import instances, series
@@ -247,18 +247,32 @@ class HistoryRecorder:
 
     def __call__(self, conn: Connection, changes: Sequence[EntityChange]) -> None:
         skip = conn.info.get(SKIP_KEY) or ()
+        kept = [c for c in changes if (c.tenant, c.entity_id) not in skip]
+        # In a group commit, one history write for all of the group's changes.
+        if kept and not defer(conn, "temporal.history", kept, self._record_all):
+            self._record_all(conn, [kept])
+
+    def _record_all(self, conn: Connection, batches: list[list[EntityChange]]) -> None:
         by_tenant: dict[str, list[EntityChange]] = {}
-        for change in changes:
-            if (change.tenant, change.entity_id) not in skip:
-                by_tenant.setdefault(change.tenant, []).append(change)
+        for change in (c for batch in batches for c in batch):
+            by_tenant.setdefault(change.tenant, []).append(change)
         for tenant, items in by_tenant.items():
-            self._record(conn, tenant, items)
+            # _record removes deleted entities' history first, so a deletion starts a new
+            # run: a change before it (same group) must not be recorded after it.
+            run: list[EntityChange] = []
+            for change in items:
+                if change.after is None and run:
+                    self._record(conn, tenant, run)
+                    run = []
+                run.append(change)
+            self._record(conn, tenant, run)
 
     def _record(self, conn: Connection, tenant: str, changes: list[EntityChange]) -> None:
         gone = [c.entity_id for c in changes if c.after is None]
         if gone:
             delete_entities(conn, tenant, gone)
-        pending: list[tuple[SeriesKey, dict[str, Any], datetime | None]] = []
+        # (series, instance, deleted at, written at): a group's changes have their own times.
+        pending: list[tuple[SeriesKey, dict[str, Any], datetime | None, datetime]] = []
         for change in changes:
             if change.after is None:
                 continue
@@ -269,25 +283,28 @@ class HistoryRecorder:
                 for inst in new_instances:
                     dataset = inst.get("datasetId", "")
                     if old.get(dataset) != inst:
-                        pending.append(((change.entity_id, iri, dataset), inst, None))
+                        pending.append(((change.entity_id, iri, dataset), inst, None, change.at))
             for iri, old_instances in before.items():
                 kept = {i.get("datasetId", "") for i in after.get(iri, ())}
                 for inst in old_instances:
                     dataset = inst.get("datasetId", "")
                     if dataset not in kept:
                         marker = deletion_marker(inst)
-                        pending.append(((change.entity_id, iri, dataset), marker, change.at))
+                        key = (change.entity_id, iri, dataset)
+                        pending.append((key, marker, change.at, change.at))
             before_scopes = change.before.scopes if change.before is not None else None
             scoped = scope_instance(before_scopes, change.after.scopes)
             if scoped is not None:
                 inst, deleted = scoped
                 key = (change.entity_id, SCOPE_IRI, "")
-                pending.append((key, inst, change.at if deleted else None))
+                pending.append((key, inst, change.at if deleted else None, change.at))
         if not pending:
             return
-        pks = series_pks(conn, tenant, (key for key, _, _ in pending))
-        now = changes[0].at
+        pks = series_pks(conn, tenant, (item[0] for item in pending))
         insert_rows(
             conn,
-            [instance_row(pks[key], inst, now, deleted_at=at) for key, inst, at in pending],
+            [
+                instance_row(pks[key], inst, written, deleted_at=deleted)
+                for key, inst, deleted, written in pending
+            ],
         )
