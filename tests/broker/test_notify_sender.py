@@ -94,15 +94,18 @@ def test_resends_once_when_an_idle_connection_was_closed_by_the_server() -> None
         await writer.drain()
         writer.transport.abort()
 
+    noted: list[int] = []
+
     async def client(base: str) -> list[int]:
         sender = HttpSender(timeout=5, per_origin=4)
-        first = await sender.post(base, b"1", {})
+        first = await sender.post(base, b"1", {}, lambda: noted.append(1))
         await asyncio.sleep(0)  # the close may or may not have been seen yet; both work
-        second = await sender.post(base, b"2", {})
+        second = await sender.post(base, b"2", {}, lambda: noted.append(2))
         return [first, second]
 
     assert run(handler, client) == [200, 200]
     assert served == [b"1", b"2"]
+    assert noted == [1, 2]  # once per notification, even when it was written twice
 
 
 def test_a_server_that_never_answers_times_out() -> None:

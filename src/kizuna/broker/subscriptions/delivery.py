@@ -72,6 +72,7 @@ class Job:
     qos: int = 0
     mqtt_version: str = ""
     drop: bool = False  # nothing to send (throttled, subscription gone or not active)
+    sent_noted: bool = False  # already counted as sent in the in-memory status
 
 
 @dataclass
@@ -338,7 +339,9 @@ class DeliveryWorker:
             if job.endpoint.startswith("mqtt"):
                 await self._mqtt.publish(job.endpoint, job.body, job.qos, job.mqtt_version)
             else:
-                status = await self._http.post(job.endpoint, job.body, job.headers)
+                status = await self._http.post(
+                    job.endpoint, job.body, job.headers, lambda: self._note_sent(job)
+                )
                 if not 200 <= status < 300:
                     error = f"HTTP {status}"
         except Exception as exc:  # noqa: BLE001 - any failure is retried
@@ -358,9 +361,15 @@ class DeliveryWorker:
             )
             self._cooling[job.endpoint] = time.monotonic() + pause
         at = _now()
-        self.subs.note_outcome(job.sub_pk, ok, at)
+        self.subs.note_outcome(job.sub_pk, ok, at, sent_noted=job.sent_noted)
         self._outcomes.append(Outcome(job, ok, at, error))
         self.wake()
+
+    def _note_sent(self, job: Job) -> None:
+        # Counted once the request is out, so a GET by a receiver that has just read the
+        # notification already sees it in timesSent / lastNotification.
+        job.sent_noted = True
+        self.subs.note_sent(job.sub_pk, _now())
 
     # --- bookkeeping (in a thread) ---------------------------------------------------------
 

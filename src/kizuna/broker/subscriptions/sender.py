@@ -19,6 +19,7 @@ import asyncio
 import base64
 import contextlib
 import ssl
+from collections.abc import Callable
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import httptools
@@ -72,13 +73,14 @@ class _Connection(asyncio.Protocol):
         self._settle(self._status)
 
     # use
-    async def request(self, data: bytes) -> int:
+    def send(self, data: bytes) -> asyncio.Future[int]:
+        """Write a request; the future gets the response's status code."""
         assert self._transport is not None
         self._status = 0
         self.answered = False
         self._waiter = asyncio.get_running_loop().create_future()
         self._transport.write(data)
-        return await self._waiter
+        return self._waiter
 
     def close(self) -> None:
         self.closed = True
@@ -108,11 +110,18 @@ class HttpSender:
         self._origins: dict[tuple[str, str, int], _Origin] = {}
         self._tls: ssl.SSLContext | None = None
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        on_sent: Callable[[], None] | None = None,
+    ) -> int:
         """POST ``body`` to ``url``; returns the response's status code.
 
-        Raises OSError (ConnectionError, TimeoutError) when no response came, ValueError
-        for a URL or header that cannot be sent.
+        ``on_sent`` is called once, when the request has been written (before the
+        receiver can have read it). Raises OSError (ConnectionError, TimeoutError) when no
+        response came, ValueError for a URL or header that cannot be sent.
         """
         parts = urlsplit(url)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
@@ -123,24 +132,32 @@ class HttpSender:
         if origin is None:
             origin = self._origins[key] = _Origin(*key, self.per_origin)
         request = _request_bytes(parts, body, headers)
+        sent = [on_sent] if on_sent is not None else []
         async with origin.slots:
             async with asyncio.timeout(self.timeout):
-                return await self._exchange(origin, request)
+                return await self._exchange(origin, request, sent)
 
-    async def _exchange(self, origin: _Origin, request: bytes) -> int:
+    async def _exchange(
+        self, origin: _Origin, request: bytes, sent: list[Callable[[], None]]
+    ) -> int:
         conn = origin.idle.pop() if origin.idle else None
         if conn is not None:
             try:
-                return await self._on(origin, conn, request)
+                return await self._on(origin, conn, request, sent)
             except ConnectionError:
                 if conn.answered:
                     raise
                 # closed by the server while idle: once more on a fresh connection
-        return await self._on(origin, await self._connect(origin), request)
+        return await self._on(origin, await self._connect(origin), request, sent)
 
-    async def _on(self, origin: _Origin, conn: _Connection, request: bytes) -> int:
+    async def _on(
+        self, origin: _Origin, conn: _Connection, request: bytes, sent: list[Callable[[], None]]
+    ) -> int:
         try:
-            status = await conn.request(request)
+            response = conn.send(request)
+            while sent:
+                sent.pop()()
+            status = await response
         except BaseException:  # an error or a timeout mid-response: the stream is unusable
             conn.close()
             raise
