@@ -397,22 +397,8 @@ class DeliveryWorker:
         give_up = timedelta(seconds=self.settings.notify_give_up_seconds)
         try:
             with self._writer.begin() as conn:
-                if done:
-                    conn.execute(delete(outbox).where(outbox.c.pk.in_(done)))
-                for o in failed:
-                    delay = min(
-                        self.settings.notify_backoff_base * 2 ** (o.job.attempts - 1),
-                        self.settings.notify_backoff_max,
-                    ) * random.uniform(0.8, 1.2)
-                    conn.execute(
-                        update(outbox)
-                        .where(outbox.c.pk == o.job.pk)
-                        .values(
-                            due_at=now + timedelta(seconds=delay),
-                            last_error=o.error,
-                            dead=now - _aware(o.job.created_at) > give_up,
-                        )
-                    )
+                # Subscriptions before outbox rows, in pk order: the order a subscription's
+                # DELETE takes them in, so the two never deadlock.
                 if stats:
                     conn.execute(
                         update(subscriptions)
@@ -439,6 +425,22 @@ class DeliveryWorker:
                             }
                             for pk, s in sorted(stats.items())
                         ],
+                    )
+                if done:
+                    conn.execute(delete(outbox).where(outbox.c.pk.in_(done)))
+                for o in failed:
+                    delay = min(
+                        self.settings.notify_backoff_base * 2 ** (o.job.attempts - 1),
+                        self.settings.notify_backoff_max,
+                    ) * random.uniform(0.8, 1.2)
+                    conn.execute(
+                        update(outbox)
+                        .where(outbox.c.pk == o.job.pk)
+                        .values(
+                            due_at=now + timedelta(seconds=delay),
+                            last_error=o.error,
+                            dead=now - _aware(o.job.created_at) > give_up,
+                        )
                     )
         except Exception:
             self._outcomes = outcomes + self._outcomes  # try again with the next flush
