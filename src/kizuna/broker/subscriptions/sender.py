@@ -82,6 +82,11 @@ class _Connection(asyncio.Protocol):
         self._transport.write(data)
         return self._waiter
 
+    @property
+    def usable(self) -> bool:
+        """Not closed, nor closing (the peer's EOF seen, connection_lost not yet run)."""
+        return not self.closed and not (self._transport is None or self._transport.is_closing())
+
     def close(self) -> None:
         self.closed = True
         if self._transport is not None:
@@ -140,7 +145,11 @@ class HttpSender:
     async def _exchange(
         self, origin: _Origin, request: bytes, sent: list[Callable[[], None]]
     ) -> int:
-        conn = origin.idle.pop() if origin.idle else None
+        conn = None
+        while origin.idle and conn is None:
+            conn = origin.idle.pop()
+            if not conn.usable:
+                conn = None
         if conn is not None:
             try:
                 return await self._on(origin, conn, request, sent)
