@@ -2,6 +2,10 @@
 
 :class:`Matcher` is one subscription compiled for matching: entity selectors (type,
 id, idPattern), the notification triggers with watched attributes, q and geoQ.
+:class:`TenantMatchers` indexes a tenant's matchers by entity id, by type, and, for a q
+that requires ``attr==number``, by that number, so a change meets only the
+subscriptions it may match (1,000 subscriptions ``level==j`` on one type cost one
+lookup per change, not 1,000 q evaluations).
 :func:`compile_q_python` evaluates the q-language with the same semantics as the SQL
 compiler in ``qsql.py`` (any instance, arrays, keys, metadata, type-aware comparisons;
 ``tests/broker/test_subscription_q.py`` checks both agree), so a change is matched
@@ -23,6 +27,7 @@ from kizuna.broker.ngsild import Entity, parse_datetime
 from kizuna.broker.qlang import (
     And,
     AttrPath,
+    Comparison,
     Exists,
     Literal,
     Or,
@@ -101,6 +106,45 @@ def compile_q_python(expr: QExpr, expand: Callable[[str], str]) -> Predicate:
     if negated:
         return lambda attrs: any(present(d) and not matches(d) for d in attrs.get(iri, ()))
     return lambda attrs: any(matches(d) for d in attrs.get(iri, ()))
+
+
+def number_equality(expr: QExpr, expand: Callable[[str], str]) -> tuple[str, Any] | None:
+    """An ``attr==number`` term the whole q requires (q itself or one of its conjuncts).
+
+    Such a q can only hold for an entity with that number among the attribute's values
+    (see :func:`numbers_of`), which is what lets :class:`TenantMatchers` index it.
+    """
+    if isinstance(expr, And):
+        for item in expr.items:
+            found = number_equality(item, expand)
+            if found is not None:
+                return found
+        return None
+    if (
+        isinstance(expr, Comparison)
+        and expr.op == "=="
+        and not expr.path.sub
+        and not expr.path.keys
+        and isinstance(expr.value, Literal)
+        and expr.value.kind == "number"
+    ):
+        return expand(expr.path.attr), expr.value.value
+    return None
+
+
+def numbers_of(instances: Iterable[dict[str, Any]]) -> set[Any]:
+    """Every number an ``attr==number`` test can meet in these instances: the same
+    sources and items as :func:`compile_q_python` reads for a number literal."""
+    found: set[Any] = set()
+    for doc in instances:
+        for key in ("value", "valueList", "json"):
+            value = doc.get(key, _MISSING)
+            if value is _MISSING:
+                continue
+            for item in value if isinstance(value, list) else (value,):
+                if _is_number(item):
+                    found.add(item)
+    return found
 
 
 def _target(
@@ -250,6 +294,7 @@ class Matcher:
     periodic: bool
     endpoint: str
     show_changes: bool = False
+    q_number: tuple[str, Any] | None = None  # (attribute IRI, number) q requires equal
 
     def live(self, now: datetime) -> bool:
         return (
@@ -375,6 +420,7 @@ def compile_matcher(
         geo_query = geo.parse_geo_query(g["georel"], g["geometry"], g["coordinates"], None)
         geo_attr = g.get("geoproperty") or expand("location")
     expires = doc.get("expiresAt")
+    q = parse_q(decoded_q(doc["q"])) if doc.get("q") else None
     return Matcher(
         pk=pk,
         id=doc["id"],
@@ -383,7 +429,7 @@ def compile_matcher(
         selectors=selectors,
         watched=frozenset(doc["watchedAttributes"]) if doc.get("watchedAttributes") else None,
         triggers=frozenset(doc.get("notificationTrigger") or ()),
-        q=compile_q_python(parse_q(decoded_q(doc["q"])), expand) if doc.get("q") else None,
+        q=compile_q_python(q, expand) if q is not None else None,
         geo_query=geo_query,
         geo_attr=geo_attr,
         expires_at=parse_datetime(expires, "expiresAt") if expires else None,
@@ -391,24 +437,29 @@ def compile_matcher(
         periodic=doc.get("timeInterval") is not None,
         endpoint=doc["notification"]["endpoint"]["uri"],
         show_changes=bool(doc["notification"].get("showChanges")),
+        q_number=number_equality(q, expand) if q is not None else None,
     )
 
 
 @dataclass
 class TenantMatchers:
-    """A tenant's live subscriptions, indexed by entity id (selectors that all name one)
-    and otherwise by entity type, so a change meets only the subscriptions it may match."""
+    """A tenant's live subscriptions, indexed by entity id (selectors that all name one),
+    otherwise by entity type, and within a type by the number a q requires an attribute
+    to equal, so a change meets only the subscriptions it may match."""
 
     version: int
     by_id: dict[str, list[Matcher]]
     by_type: dict[str, list[Matcher]]
     any_type: list[Matcher]
+    # type -> attribute IRI -> number -> matchers whose q requires attribute == number
+    by_number: dict[str, dict[str, dict[Any, list[Matcher]]]]
 
     @classmethod
     def build(cls, version: int, matchers: list[Matcher]) -> TenantMatchers:
         by_id: dict[str, list[Matcher]] = {}
         by_type: dict[str, list[Matcher]] = {}
         any_type: list[Matcher] = []
+        by_number: dict[str, dict[str, dict[Any, list[Matcher]]]] = {}
         for m in matchers:
             ids = {wanted for _, wanted, _ in m.selectors}
             if m.selectors and None not in ids:
@@ -416,23 +467,40 @@ class TenantMatchers:
                     by_id.setdefault(entity_id, []).append(m)
             elif m.types is None:
                 any_type.append(m)
+            elif m.q_number is not None:
+                iri, number = m.q_number
+                for t in m.types:
+                    attrs = by_number.setdefault(t, {})
+                    attrs.setdefault(iri, {}).setdefault(number, []).append(m)
             else:
                 for t in m.types:
                     by_type.setdefault(t, []).append(m)
-        return cls(version, by_id, by_type, any_type)
+        return cls(version, by_id, by_type, any_type, by_number)
 
     @property
     def empty(self) -> bool:
-        return not (self.by_id or self.by_type or self.any_type)
+        return not (self.by_id or self.by_type or self.any_type or self.by_number)
 
-    def candidates(self, entity_id: str, types: list[str]) -> list[Matcher]:
+    def candidates(self, entity_id: str, types: list[str], attrs: Attrs) -> list[Matcher]:
+        """The matchers that may match an entity (``attrs``: the state q is tested on)."""
         named = self.by_id.get(entity_id)
-        if not named and len(types) == 1 and not self.any_type:
+        valued = self._by_number(types, attrs) if self.by_number else []
+        if not named and not valued and len(types) == 1 and not self.any_type:
             return self.by_type.get(types[0], [])
         seen: dict[int, Matcher] = {m.pk: m for m in named or ()}
+        for m in valued:
+            seen[m.pk] = m
         for t in types:
             for m in self.by_type.get(t, ()):
                 seen[m.pk] = m
         for m in self.any_type:
             seen[m.pk] = m
         return list(seen.values())
+
+    def _by_number(self, types: list[str], attrs: Attrs) -> list[Matcher]:
+        found: list[Matcher] = []
+        for t in types:
+            for iri, table in self.by_number.get(t, {}).items():
+                for number in numbers_of(attrs.get(iri, ())):
+                    found += table.get(number, ())
+        return found

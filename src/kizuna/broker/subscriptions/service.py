@@ -66,18 +66,29 @@ class Subscriptions:
         self._unflushed: dict[int, dict[str, Any]] = {}
         broker.add_change_listener(self.on_changes)
 
-    def note_outcome(self, sub_pk: int, ok: bool, at: datetime) -> None:
+    def note_sent(self, sub_pk: int, at: datetime) -> None:
+        """A notification's request is out: timesSent and lastNotification count it."""
         with self._lock:
-            s = self._unflushed.setdefault(
-                sub_pk, {"sent": 0, "failed": 0, "last": None, "ok": None, "bad": None}
-            )
+            s = self._unflushed_of(sub_pk)
             s["sent"] += 1
             s["last"] = _later(s["last"], at)
+
+    def note_outcome(self, sub_pk: int, ok: bool, at: datetime, sent_noted: bool = False) -> None:
+        with self._lock:
+            s = self._unflushed_of(sub_pk)
+            if not sent_noted:
+                s["sent"] += 1
+                s["last"] = _later(s["last"], at)
             if ok:
                 s["ok"] = _later(s["ok"], at)
             else:
                 s["failed"] += 1
                 s["bad"] = _later(s["bad"], at)
+
+    def _unflushed_of(self, sub_pk: int) -> dict[str, Any]:
+        return self._unflushed.setdefault(
+            sub_pk, {"sent": 0, "failed": 0, "last": None, "ok": None, "bad": None}
+        )
 
     def outcomes_written(self, stats: dict[int, dict[str, Any]]) -> None:
         with self._lock:
@@ -255,7 +266,12 @@ class Subscriptions:
         now = changes[0].at
         grouped: dict[tuple[int, str], tuple[Matcher, list[dict[str, Any]]]] = {}
         for change in changes:
-            candidates = matchers.candidates(change.entity_id, change.types)
+            subject = change.after if change.after is not None else change.before
+            candidates = matchers.candidates(
+                change.entity_id,
+                change.types,
+                subject.attrs,  # type: ignore[union-attr]
+            )
             if not candidates:
                 continue
             change_diff = None
@@ -267,7 +283,6 @@ class Subscriptions:
                 trigger = m.trigger_for(change_diff)
                 if trigger is None:
                     continue
-                subject = change.after if change.after is not None else change.before
                 if not m.filters(subject.attrs):  # type: ignore[union-attr]
                     continue
                 key = (m.pk, trigger)
