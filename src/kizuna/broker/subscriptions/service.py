@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from kizuna.auth.service import SYSTEM
-from kizuna.broker.changes import EntityChange
+from kizuna.broker.changes import EntityChange, defer
 from kizuna.broker.context import ContextStore, TermMap
 from kizuna.broker.ngsild import Entity, to_iso
 from kizuna.broker.service import Broker, Query
@@ -224,13 +224,22 @@ class Subscriptions:
     # --- the write path ---------------------------------------------------------------
 
     def on_changes(self, conn: Connection, changes: Sequence[EntityChange]) -> None:
-        tenants = {c.tenant for c in changes}
+        # In a group commit: one subscription lookup and one outbox insert for the group.
+        if not defer(conn, "subscriptions.outbox", list(changes), self._enqueue):
+            self._enqueue(conn, [list(changes)])
+
+    def _enqueue(self, conn: Connection, writes: list[list[EntityChange]]) -> None:
+        """Outbox rows for each write's changes (a write's changes share notifications)."""
+        matchers_of: dict[str, TenantMatchers | None] = {}
         rows: list[dict[str, Any]] = []
-        for tenant in tenants:
-            matchers = self._matchers(conn, tenant)
-            if matchers is None:
-                continue
-            rows += self._match(matchers, [c for c in changes if c.tenant == tenant])
+        for changes in writes:
+            for tenant in {c.tenant for c in changes}:
+                if tenant not in matchers_of:
+                    matchers_of[tenant] = self._matchers(conn, tenant)
+                matchers = matchers_of[tenant]
+                if matchers is None:
+                    continue
+                rows += self._match(matchers, [c for c in changes if c.tenant == tenant])
         if rows:
             conn.execute(insert(outbox), rows)
             hook = self.on_enqueued
