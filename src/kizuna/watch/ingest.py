@@ -141,6 +141,7 @@ class MqttIngestor:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -164,6 +165,7 @@ class MqttIngestor:
         self._client.loop_stop()
 
     def wait_connected(self, timeout: float = 10) -> bool:
+        """Wait until connected and subscribed (SUBACK received)."""
         return self.connected.wait(timeout)
 
     def _on_connect(self, client, _userdata, _flags, reason_code, _properties=None) -> None:  # noqa: ANN001
@@ -172,8 +174,16 @@ class MqttIngestor:
             return
         self.stats.connects += 1
         client.subscribe([(f"{self.prefix}/+/+/detections", 1), (f"{self.prefix}/+/+/reading", 1)])
-        self.connected.set()
         log.info("MQTT consumer connected to %s:%s", self.host, self.port)
+
+    def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _properties=None) -> None:  # noqa: ANN001
+        # Ready only once the broker confirmed the subscriptions: a message published
+        # between CONNACK and SUBACK would not be routed to this session.
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:
+            log.warning("MQTT subscription refused by %s:%s: %s", self.host, self.port, refused)
+            return
+        self.connected.set()
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties=None) -> None:  # noqa: ANN001
         self.connected.clear()
