@@ -28,12 +28,12 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, array
+from sqlalchemy.dialects.postgresql import array
 
 from kizuna.broker import geo
 from kizuna.broker.models import entities, entity_types, geo_index
 from kizuna.broker.ngsild import Entity
-from kizuna.storage.bulk import bulk_insert
+from kizuna.storage.bulk import bulk_insert, joined_text, split_text
 from kizuna.tenancy.service import TenantScope
 
 
@@ -126,9 +126,10 @@ def load_many(
         # (...)` was planned as a scan of the tenant's entities when statistics lagged
         # behind a growing table, making each write batch cost the whole table.
         keys = (
-            func.unnest(bindparam("batch_ids", wanted, type_=ARRAY(String)))
-            .table_valued("id")
-            .render_derived(name="batch")
+            text(f"SELECT unnest({split_text('batch_ids')}) AS id")
+            .bindparams(batch_ids=joined_text(wanted))
+            .columns(id=String)
+            .subquery("batch")
         )
         stmt = stmt.join(keys, entities.c.id == keys.c.id)
     else:

@@ -23,14 +23,14 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-from sqlalchemy import Connection, delete, insert, select, text
+from sqlalchemy import Connection, delete, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from kizuna.broker.changes import EntityChange, defer
 from kizuna.broker.context import NGSI_LD
 from kizuna.broker.ngsild import NGSI_LD_NULL
 from kizuna.broker.temporal.models import instances, series
+from kizuna.storage.bulk import bulk_insert, joined_text, split_text
 
 # conn.info key: (tenant, entity id) pairs whose history the temporal API writes itself
 # during the current write, so the listener leaves them alone.
@@ -116,39 +116,53 @@ def scope_instance(
 
 
 def series_pks(
-    conn: Connection, tenant: str, keys: Iterable[SeriesKey], *, create: bool = True
+    conn: Connection,
+    tenant: str,
+    keys: Iterable[SeriesKey],
+    *,
+    create: bool = True,
+    new: Iterable[SeriesKey] = (),
 ) -> dict[SeriesKey, int]:
-    """Primary keys of the series, creating the missing ones (when ``create``)."""
+    """Primary keys of the series, creating the missing ones (when ``create``).
+
+    ``new`` are keys expected not to exist yet (a created entity's attributes): they are
+    inserted without being looked up first, which saves a statement per batch.
+    """
     wanted = set(keys)
-    found = _read_series(conn, tenant, wanted)
+    found = _create_series(conn, tenant, sorted(wanted.intersection(new))) if create else {}
+    found.update(_read_series(conn, tenant, wanted - found.keys()))
     missing = sorted(wanted - found.keys())
     if missing and create:
-        if conn.dialect.name == "postgresql":
-            # One statement for the whole batch (a row-by-row executemany and a read-back
-            # were over 40 % of a 1,000-entity batch's history cost).
-            rows = conn.execute(_PG_CREATE_SERIES, _key_arrays(tenant, missing))
-            found.update({(r.entity_id, r.attr, r.dataset_id): r.pk for r in rows})
-        else:
-            conn.execute(
-                sqlite_insert(series).on_conflict_do_nothing(),
-                [
-                    {"tenant": tenant, "entity_id": e, "attr": a, "dataset_id": d}
-                    for e, a, d in missing
-                ],
-            )
+        found.update(_create_series(conn, tenant, missing))
         # Read back what the insert did not return: created by a concurrent writer first.
         found.update(_read_series(conn, tenant, wanted - found.keys()))
     return found
 
 
-def _key_arrays(tenant: str, keys: Iterable[SeriesKey]) -> dict[str, Any]:
-    entity_ids, attrs, datasets = (list(column) for column in zip(*keys, strict=True))
+def _create_series(conn: Connection, tenant: str, keys: list[SeriesKey]) -> dict[SeriesKey, int]:
+    """Insert the series that do not exist yet; returns those this statement created."""
+    if not keys:
+        return {}
+    if conn.dialect.name == "postgresql":
+        # One statement for the whole batch (a row-by-row executemany and a read-back
+        # were over 40 % of a 1,000-entity batch's history cost).
+        rows = conn.execute(_PG_CREATE_SERIES, _key_lists(tenant, keys))
+        return {(r.entity_id, r.attr, r.dataset_id): r.pk for r in rows}
+    conn.execute(
+        sqlite_insert(series).on_conflict_do_nothing(),
+        [{"tenant": tenant, "entity_id": e, "attr": a, "dataset_id": d} for e, a, d in keys],
+    )
+    return {}  # nothing returned on SQLite: the caller reads the keys back
+
+
+def _key_lists(tenant: str, keys: Iterable[SeriesKey]) -> dict[str, Any]:
+    entity_ids, attrs, datasets = (joined_text(column) for column in zip(*keys, strict=True))
     return {"tenant": tenant, "entity_ids": entity_ids, "attrs": attrs, "datasets": datasets}
 
 
 _KEYS = (
-    " unnest(CAST(:entity_ids AS varchar[]), CAST(:attrs AS varchar[]),"
-    " CAST(:datasets AS varchar[])) AS k(entity_id, attr, dataset_id)"
+    f" unnest({split_text('entity_ids')}, {split_text('attrs')}, {split_text('datasets')})"
+    " AS k(entity_id, attr, dataset_id)"
 )
 _PG_CREATE_SERIES = text(
     "INSERT INTO temporal_series (tenant, entity_id, attr, dataset_id)"
@@ -171,7 +185,7 @@ def _read_series(conn: Connection, tenant: str, wanted: set[SeriesKey]) -> dict[
     if not wanted:
         return {}
     if conn.dialect.name == "postgresql":
-        rows = conn.execute(_PG_SERIES_BY_KEY, _key_arrays(tenant, wanted))
+        rows = conn.execute(_PG_SERIES_BY_KEY, _key_lists(tenant, wanted))
         return {(r.entity_id, r.attr, r.dataset_id): r.pk for r in rows}
     found: dict[SeriesKey, int] = {}
     ordered = sorted({key[0] for key in wanted})
@@ -186,41 +200,6 @@ def _read_series(conn: Connection, tenant: str, wanted: set[SeriesKey]) -> dict[
             if key in wanted:
                 found[key] = row.pk
     return found
-
-
-def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Instance rows in bulk: COPY on PostgreSQL, executemany on SQLite."""
-    if not rows:
-        return
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(instances), list(rows))
-        return
-    columns = (
-        "series_pk",
-        "observed_at",
-        "created_at",
-        "modified_at",
-        "deleted_at",
-        "num_value",
-        "instance",
-    )
-    cursor = conn.connection.dbapi_connection.cursor()
-    with (
-        cursor,
-        cursor.copy(f"COPY temporal_instances ({', '.join(columns)}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            copy.write_row(
-                (
-                    row["series_pk"],
-                    row["observed_at"],
-                    row["created_at"],
-                    row["modified_at"],
-                    row["deleted_at"],
-                    row["num_value"],
-                    orjson.dumps(row["instance"]).decode(),
-                )
-            )
 
 
 def delete_entities(conn: Connection, tenant: str, entity_ids: Sequence[str]) -> int:
@@ -300,9 +279,16 @@ class HistoryRecorder:
                 pending.append((key, inst, change.at if deleted else None, change.at))
         if not pending:
             return
-        pks = series_pks(conn, tenant, (item[0] for item in pending))
-        insert_rows(
+        created = {c.entity_id for c in changes if c.before is None}
+        pks = series_pks(
             conn,
+            tenant,
+            (item[0] for item in pending),
+            new=(item[0] for item in pending if item[0][0] in created),
+        )
+        bulk_insert(
+            conn,
+            instances,
             [
                 instance_row(pks[key], inst, written, deleted_at=deleted)
                 for key, inst, deleted, written in pending

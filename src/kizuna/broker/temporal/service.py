@@ -54,6 +54,7 @@ from kizuna.broker.temporal.models import instance_id, instance_pk, instances, s
 from kizuna.broker.temporal.params import TemporalQuery, TemporalRendering
 from kizuna.problems import bad_request, not_found
 from kizuna.storage import writer
+from kizuna.storage.bulk import bulk_insert
 from kizuna.tenancy.service import TenantScope
 
 log = logging.getLogger("kizuna.temporal")
@@ -358,7 +359,7 @@ class TemporalService:
                         instances.c.observed_at.in_(sorted(clashes)),
                     )
                 )
-        history.insert_rows(conn, rows)
+        bulk_insert(conn, instances, rows)
 
     # --- reads -----------------------------------------------------------------------
 
