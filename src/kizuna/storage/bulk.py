@@ -6,13 +6,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Connection, Table, insert
+from psycopg.types.json import set_json_dumps
+from sqlalchemy import Connection, Table, insert
 
 
 def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """COPY on PostgreSQL (several times faster than INSERTs); executemany on SQLite.
+    """Binary COPY on PostgreSQL (several times faster than INSERTs, ~2× text COPY);
+    executemany on SQLite.
 
-    Every row has the same keys; JSON columns are serialised here for COPY.
+    Every row has the same keys, holding the Python values of the columns (JSON columns
+    take the objects; orjson serialises them).
     """
     if not rows:
         return
@@ -20,18 +23,32 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
         conn.execute(insert(table), rows)
         return
     columns = list(rows[0])
-    json_columns = {c.name for c in table.columns if c.name in columns and isinstance(c.type, JSON)}
     cursor = conn.connection.dbapi_connection.cursor()
-    with cursor, cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(
-                [
-                    orjson.dumps(row[c]).decode()
-                    if c in json_columns and row[c] is not None
-                    else row[c]
-                    for c in columns
-                ]
-            )
+    set_json_dumps(orjson.dumps, context=cursor)
+    with cursor:
+        oids = _column_oids(cursor, table.name, columns)
+        with cursor.copy(
+            f"COPY {table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(oids)
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+
+
+# Binary COPY needs each column's type oid; the tables' shapes come from the migrations,
+# so the oids are read once per process and table.
+_oids: dict[str, dict[str, int]] = {}
+
+
+def _column_oids(cursor: Any, table: str, columns: list[str]) -> list[int]:
+    if table not in _oids:
+        cursor.execute(
+            "SELECT attname, atttypid FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (table,),
+        )
+        _oids[table] = dict(cursor.fetchall())
+    return [_oids[table][c] for c in columns]
 
 
 # Lists of strings cross to PostgreSQL as one string split in SQL: psycopg's list dumper
