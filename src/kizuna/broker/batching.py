@@ -2,7 +2,9 @@
 
 Each request's work runs in a shared transaction on one writer thread, and all of them
 are acknowledged after its single COMMIT, so the per-request cost of BEGIN / COMMIT and
-the disk flush is shared (batching is where write speed comes from). Work functions
+the disk flush is shared (batching is where write speed comes from). The entities the
+group writes are locked and read in one statement first (``store.hold``) and their
+updates written in one statement last, so a request costs no round trip of its own. Work functions
 validate before they write, so a :class:`Problem` raised by one leaves the others' writes
 intact; any other error (a lost race on a unique key, a dropped connection) makes the
 batch run again one request at a time, so one request's failure never fails another.
@@ -20,6 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from kizuna.broker import store
 from kizuna.broker.changes import close_group, open_group
 from kizuna.problems import Problem
 
@@ -33,14 +36,15 @@ RETRIES_ON_RACE = 3
 class GroupCommitter:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._queue: queue.SimpleQueue[tuple[str, Callable[[Connection], Any], Future]] = (
+        self._queue: queue.SimpleQueue[tuple[store.Key, Callable[[Connection], Any], Future]] = (
             queue.SimpleQueue()
         )
         self._thread = threading.Thread(target=self._run, name="kizuna-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, key: str, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` (which writes the entity ``key``) and return once it is committed."""
+    def submit(self, key: store.Key, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` (which writes the entity ``key``: tenant, id) and return once it is
+        committed."""
         future: Future = Future()
         self._queue.put((key, work, future))
         return future.result()
@@ -55,9 +59,9 @@ class GroupCommitter:
                     break
             # Rows are locked in key order in every process, so two batches never deadlock.
             batch.sort(key=lambda item: item[0])
-            self._execute([(work, future) for _, work, future in batch])
+            self._execute(batch)
 
-    def _execute(self, batch: list[tuple[Callable[[Connection], Any], Future]]) -> None:
+    def _execute(self, batch: list[tuple[store.Key, Callable[[Connection], Any], Future]]) -> None:
         try:
             outcomes = self._in_one_transaction(batch)
         except Exception as exc:  # noqa: BLE001 - isolate every request, then report
@@ -65,23 +69,23 @@ class GroupCommitter:
                 for item in batch:
                     self._execute([item])
                 return
-            work, future = batch[0]
-            self._settle_alone(work, future, exc)
+            self._settle_alone(batch[0], exc)
             return
-        for (_, future), (value, problem) in zip(batch, outcomes, strict=True):
+        for (_, _, future), (value, problem) in zip(batch, outcomes, strict=True):
             if problem is None:
                 future.set_result(value)
             else:
                 future.set_exception(problem)
 
     def _in_one_transaction(
-        self, batch: list[tuple[Callable[[Connection], Any], Future]]
+        self, batch: list[tuple[store.Key, Callable[[Connection], Any], Future]]
     ) -> list[tuple[Any, Problem | None]]:
         outcomes: list[tuple[Any, Problem | None]] = []
         with self._engine.begin() as conn:
             open_group(conn)
             try:
-                for work, _ in batch:
+                store.hold(conn, (key for key, _, _ in batch))
+                for _, work, _ in batch:
                     try:
                         outcomes.append((work(conn), None))
                     except Problem as problem:
@@ -89,18 +93,21 @@ class GroupCommitter:
             except BaseException:
                 close_group(conn, flush=False)
                 raise
-            close_group(conn, flush=True)  # listeners' queued work, before the COMMIT
+            finally:
+                store.release(conn)
+            close_group(conn, flush=True)  # queued writes and listeners' work, before COMMIT
         return outcomes
 
     def _settle_alone(
-        self, work: Callable[[Connection], Any], future: Future, error: Exception
+        self, item: tuple[store.Key, Callable[[Connection], Any], Future], error: Exception
     ) -> None:
         """A lone request that failed: retry a lost race (the retry sees the winner)."""
+        future = item[2]
         for _ in range(RETRIES_ON_RACE):
             if not isinstance(error, IntegrityError):
                 break
             try:
-                [(value, problem)] = self._in_one_transaction([(work, future)])
+                [(value, problem)] = self._in_one_transaction([item])
             except Exception as exc:  # noqa: BLE001
                 error = exc
                 continue

@@ -70,3 +70,11 @@ def close_group(conn: Connection, *, flush: bool) -> None:
     if flush and group:
         for run, items in group.values():
             run(conn, items)
+
+
+def flush_now(conn: Connection, key: str) -> None:
+    """Run the work queued under ``key`` now (what comes after depends on it)."""
+    group = conn.info.get(_GROUP_KEY)
+    if group and key in group:
+        run, items = group.pop(key)
+        run(conn, items)

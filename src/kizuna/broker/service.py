@@ -113,9 +113,9 @@ class Broker:
 
     # --- transactions --------------------------------------------------------------
 
-    def _write(self, entity_id: str, work: Callable[[Connection], T]) -> T:
+    def _write(self, scope: TenantScope, entity_id: str, work: Callable[[Connection], T]) -> T:
         """A single-entity write, group-committed with concurrent ones."""
-        return self._committer.submit(entity_id, work)
+        return self._committer.submit((scope.tenant, entity_id), work)
 
     def _write_batch(self, work: Callable[[Connection], T]) -> T:
         """A batch operation in its own transaction, retried when a concurrent insert won a race."""
@@ -156,7 +156,7 @@ class Broker:
     def _delete(
         self, conn: Connection, scope: TenantScope, old: Sequence[store.Row], now: datetime
     ) -> None:
-        store.delete_many(conn, scope, [row.pk for row in old])
+        store.delete_many(conn, scope, old)
         self._announce(
             conn, [EntityChange(scope.tenant, row.id, _entity_of(row), None, now) for row in old]
         )
@@ -168,9 +168,9 @@ class Broker:
 
     # --- writes composed by other parts of the broker (the temporal API) -------------
 
-    def write_one(self, entity_id: str, work: Callable[[Connection], T]) -> T:
+    def write_one(self, scope: TenantScope, entity_id: str, work: Callable[[Connection], T]) -> T:
         """Run ``work`` as a single-entity write: one transaction, group-committed."""
-        return self._write(entity_id, work)
+        return self._write(scope, entity_id, work)
 
     def load_for_update(
         self, conn: Connection, scope: TenantScope, entity_id: str
@@ -206,7 +206,7 @@ class Broker:
             self._insert(conn, scope, [entity], now)
             return entity.id
 
-        return self._write(entity.id, work)
+        return self._write(scope, entity.id, work)
 
     def retrieve(
         self,
@@ -240,7 +240,7 @@ class Broker:
             old = self._existing(conn, scope, entity_id)
             self._update(conn, scope, [(old, entity)], now)
 
-        self._write(entity_id, work)
+        self._write(scope, entity_id, work)
 
     def delete(self, scope: TenantScope, entity_id: str) -> None:
         now = self._now()
@@ -248,7 +248,7 @@ class Broker:
         def work(conn: Connection) -> None:
             self._delete(conn, scope, [self._existing(conn, scope, entity_id)], now)
 
-        self._write(entity_id, work)
+        self._write(scope, entity_id, work)
 
     def _existing(self, conn: Connection, scope: TenantScope, entity_id: str) -> store.Row:
         row = store.load(conn, scope, entity_id, lock=True)
@@ -271,7 +271,7 @@ class Broker:
             self._update(conn, scope, [(old, Entity(old.id, types, old.scopes, attrs))], now)
             return result
 
-        return self._write(entity_id, work)
+        return self._write(scope, entity_id, work)
 
     def update_attributes(
         self, scope: TenantScope, tm: TermMap, entity_id: str, fragment: Any
@@ -286,7 +286,7 @@ class Broker:
             self._update(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
             return result
 
-        return self._write(entity_id, work)
+        return self._write(scope, entity_id, work)
 
     def partial_update_attribute(
         self, scope: TenantScope, tm: TermMap, entity_id: str, attr: str, fragment: Any
@@ -322,7 +322,7 @@ class Broker:
             attrs[iri] = [instance if i is current else i for i in instances]
             self._update(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
 
-        self._write(entity_id, work)
+        self._write(scope, entity_id, work)
 
     def replace_attribute(
         self, scope: TenantScope, tm: TermMap, entity_id: str, attr: str, fragment: Any
@@ -342,7 +342,7 @@ class Broker:
             attrs, _ = _update(old.attrs, new, tm)
             self._update(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
 
-        self._write(entity_id, work)
+        self._write(scope, entity_id, work)
 
     def delete_attribute(
         self,
@@ -382,7 +382,7 @@ class Broker:
                 del attrs[iri]
             self._update(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
 
-        self._write(entity_id, work)
+        self._write(scope, entity_id, work)
 
     def merge(self, scope: TenantScope, tm: TermMap, entity_id: str, body: Any) -> None:
         now = self._now()
@@ -396,7 +396,7 @@ class Broker:
             old = self._existing(conn, scope, entity_id)
             self._update(conn, scope, [(old, _merged(old, patch))], now)
 
-        self._write(entity_id, work)
+        self._write(scope, entity_id, work)
 
     # --- batch ---------------------------------------------------------------------
 

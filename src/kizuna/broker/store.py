@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import array
 
 from kizuna.broker import geo
+from kizuna.broker.changes import defer, flush_now
 from kizuna.broker.models import entities, entity_types, geo_index
 from kizuna.broker.ngsild import Entity
 from kizuna.storage.bulk import bulk_insert, joined_text, split_text
@@ -107,6 +108,9 @@ def base_select(scope: TenantScope) -> Select:
 
 
 def load(conn: Connection, scope: TenantScope, entity_id: str, *, lock: bool = False) -> Row | None:
+    held = conn.info.get(_HELD)
+    if held is not None and scope.visible_types is None and (scope.tenant, entity_id) in held:
+        return held[(scope.tenant, entity_id)]
     stmt = base_select(scope).where(entities.c.id == entity_id)
     if lock:
         stmt = stmt.with_for_update()
@@ -117,12 +121,18 @@ def load(conn: Connection, scope: TenantScope, entity_id: str, *, lock: bool = F
 def load_many(
     conn: Connection, scope: TenantScope, ids: Iterable[str], *, lock: bool = False
 ) -> dict[str, Row]:
+    return _load_many(conn, visible(scope), ids, lock=lock)
+
+
+def _load_many(
+    conn: Connection, condition: ColumnElement[bool], ids: Iterable[str], *, lock: bool
+) -> dict[str, Row]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    stmt = base_select(scope)
+    stmt = select(*_COLUMNS).where(condition)
     if conn.dialect.name == "postgresql":
-        # A join with the id array probes the (tenant, id) index once per id; `id IN
+        # A join with the id list probes the (tenant, id) index once per id; `id IN
         # (...)` was planned as a scan of the tenant's entities when statistics lagged
         # behind a growing table, making each write batch cost the whole table.
         keys = (
@@ -138,6 +148,39 @@ def load_many(
     if lock:
         stmt = stmt.with_for_update(of=entities)
     return {r.id: to_row(r) for r in conn.execute(stmt)}
+
+
+# --- rows held by a group commit ------------------------------------------------------
+#
+# The group commit knows which entities its requests write before running them: it locks
+# and reads them all in one statement per tenant (in (tenant, id) order, the order every
+# writer locks in), and :func:`load` answers from here for the rest of the group, kept in
+# step with the group's own writes. Updates are queued and written once for the group.
+
+_HELD = "kizuna.store.held"
+Key = tuple[str, str]  # tenant, entity id
+
+
+def hold(conn: Connection, keys: Iterable[Key]) -> None:
+    """Lock and read the entities of ``keys`` for the current write group."""
+    by_tenant: dict[str, set[str]] = {}
+    for tenant, entity_id in keys:
+        by_tenant.setdefault(tenant, set()).add(entity_id)
+    held: dict[Key, Row | None] = {}
+    for tenant in sorted(by_tenant):
+        found = _load_many(conn, entities.c.tenant == tenant, by_tenant[tenant], lock=True)
+        held.update({(tenant, i): found.get(i) for i in by_tenant[tenant]})
+    conn.info[_HELD] = held
+
+
+def release(conn: Connection) -> None:
+    conn.info.pop(_HELD, None)
+
+
+def _remember(conn: Connection, tenant: str, rows: Iterable[Row]) -> None:
+    held = conn.info.get(_HELD)
+    if held is not None:
+        held.update({(tenant, row.id): row for row in rows})
 
 
 def insert_many(
@@ -163,17 +206,45 @@ def insert_many(
     ]
     bulk_insert(conn, entities, rows)
     pks = {e.id: pk for pk, e in zip(allocated, new, strict=True)}
-    _write_types(conn, scope, [(pks[e.id], e.types) for e in new if len(e.types) > 1])
-    _write_geo(conn, scope, [(pks[e.id], e.attrs) for e in new])
+    _write_types(conn, [(scope.tenant, pks[e.id], e.types) for e in new if len(e.types) > 1])
+    _write_geo(conn, [(scope.tenant, pks[e.id], e.attrs) for e in new])
+    _remember(
+        conn,
+        scope.tenant,
+        (Row(pks[e.id], e.id, e.types, e.scopes, e.attrs, now, now) for e in new),
+    )
     return pks
 
 
 def update_many(
     conn: Connection, scope: TenantScope, changed: Sequence[tuple[Row, Entity]], now: datetime
 ) -> None:
-    """Write new types/scopes/attrs over existing rows, keeping their indexes in step."""
+    """Write new types/scopes/attrs over existing rows, keeping their indexes in step.
+
+    In a write group the rows are written once, at the end of the group."""
     if not changed:
         return
+    _remember(
+        conn,
+        scope.tenant,
+        (Row(o.pk, o.id, n.types, n.scopes, n.attrs, o.created_at, now) for o, n in changed),
+    )
+    items = [(scope.tenant, old, new, now) for old, new in changed]
+    if not defer(conn, _UPDATES, items, _write_updates):
+        _write_updates(conn, [items])
+
+
+_UPDATES = "store.updates"
+_Update = tuple[str, Row, Entity, datetime]  # tenant, row as read, new content, time
+
+
+def _write_updates(conn: Connection, writes: list[list[_Update]]) -> None:
+    # Several writes of one entity in a group: the row gets the last, its indexes are
+    # compared with the row as it was read.
+    final: dict[int, _Update] = {}
+    for tenant, old, new, now in (item for items in writes for item in items):
+        first = final.get(old.pk)
+        final[old.pk] = (tenant, first[1] if first else old, new, now)
     conn.execute(
         update(entities)
         .where(entities.c.pk == _bind("b_pk"))
@@ -182,7 +253,7 @@ def update_many(
             types=_bind("b_types", entities.c.types.type),
             scopes=_bind("b_scopes", entities.c.scopes.type),
             attrs=_bind("b_attrs", entities.c.attrs.type),
-            modified_at=now,
+            modified_at=_bind("b_now", entities.c.modified_at.type),
         ),
         [
             {
@@ -191,27 +262,37 @@ def update_many(
                 "b_types": new.types,
                 "b_scopes": new.scopes,
                 "b_attrs": new.attrs,
+                "b_now": now,
             }
-            for old, new in changed
+            for _, old, new, now in final.values()
         ],
     )
-    retyped = [(old.pk, new.types) for old, new in changed if old.types != new.types]
+    retyped = [
+        (t, old.pk, new.types) for t, old, new, _ in final.values() if old.types != new.types
+    ]
     if retyped:
         conn.execute(
-            delete(entity_types).where(entity_types.c.entity_pk.in_([p for p, _ in retyped]))
+            delete(entity_types).where(entity_types.c.entity_pk.in_([p for _, p, _ in retyped]))
         )
-        _write_types(conn, scope, [(pk, types) for pk, types in retyped if len(types) > 1])
+        _write_types(conn, [item for item in retyped if len(item[2]) > 1])
     regeo = [
-        (old.pk, new.attrs) for old, new in changed if _geo_part(old.attrs) != _geo_part(new.attrs)
+        (tenant, old.pk, new.attrs)
+        for tenant, old, new, _ in final.values()
+        if _geo_part(old.attrs) != _geo_part(new.attrs)
     ]
     if regeo:
-        conn.execute(delete(geo_index).where(geo_index.c.entity_pk.in_([p for p, _ in regeo])))
-        _write_geo(conn, scope, regeo)
+        conn.execute(delete(geo_index).where(geo_index.c.entity_pk.in_([p for _, p, _ in regeo])))
+        _write_geo(conn, regeo)
 
 
-def delete_many(conn: Connection, scope: TenantScope, pks: Sequence[int]) -> None:
-    if not pks:
+def delete_many(conn: Connection, scope: TenantScope, rows: Sequence[Row]) -> None:
+    if not rows:
         return
+    flush_now(conn, _UPDATES)  # an update queued before the delete must not come after it
+    held = conn.info.get(_HELD)
+    if held is not None:
+        held.update({(scope.tenant, row.id): None for row in rows})
+    pks = [row.pk for row in rows]
     # Children first: SQLite only cascades with foreign keys on, and PostgreSQL does
     # the same work either way.
     conn.execute(delete(entity_types).where(entity_types.c.entity_pk.in_(pks)))
@@ -240,9 +321,10 @@ def _bind(name: str, type_: Any = None) -> Any:
     return bindparam(name, type_=type_)
 
 
-def _write_types(conn: Connection, scope: TenantScope, items: list[tuple[int, list[str]]]) -> None:
+def _write_types(conn: Connection, items: list[tuple[str, int, list[str]]]) -> None:
+    """Rows of broker_entity_types for (tenant, entity pk, types) of multi-typed entities."""
     rows = [
-        {"tenant": scope.tenant, "type": t, "entity_pk": pk} for pk, types in items for t in types
+        {"tenant": tenant, "type": t, "entity_pk": pk} for tenant, pk, types in items for t in types
     ]
     if rows:
         bulk_insert(conn, entity_types, rows)
@@ -257,17 +339,16 @@ def _geo_part(attrs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, Any]]:
     ]
 
 
-def _write_geo(
-    conn: Connection, scope: TenantScope, items: list[tuple[int, dict[str, list[dict[str, Any]]]]]
-) -> None:
+def _write_geo(conn: Connection, items: list[tuple[str, int, dict[str, Any]]]) -> None:
+    """geo_index rows for (tenant, entity pk, attrs): one per GeoProperty instance."""
     rows = []
-    for pk, attrs in items:
+    for tenant, pk, attrs in items:
         for iri, geometry in _geo_part(attrs):
             min_lon, min_lat, max_lon, max_lat = geo.bbox(geometry)
             rows.append(
                 {
                     "entity_pk": pk,
-                    "tenant": scope.tenant,
+                    "tenant": tenant,
                     "attr": iri,
                     "min_lon": min_lon,
                     "min_lat": min_lat,

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import re
+import time
 from functools import lru_cache
 from importlib import resources
 
 import orjson
+import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import DisconnectionError
 
 # Arbitrary constant: serialises concurrent migrations of several workers on PostgreSQL.
 _MIGRATION_LOCK_KEY = 0x6B697A756E61
+_PING_AFTER_IDLE_S = 1.0
 
 
 def _json_dumps(value: object) -> str:
@@ -72,7 +76,6 @@ def create_engine_for(url: str, *, pool_size: int = 20) -> Engine:
         json_deserializer=orjson.loads,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
     )
 
     @event.listens_for(engine, "connect")
@@ -81,6 +84,24 @@ def create_engine_for(url: str, *, pool_size: int = 20) -> Engine:
         with dbapi_conn.cursor() as cur:
             cur.execute("SET jit = off")
         dbapi_conn.commit()
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn, record):  # noqa: ANN001
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn, record, _proxy):  # noqa: ANN001
+        # A connection idle for a while may have been closed by the server (a restart):
+        # ping it, and let the pool replace it if it is gone. One in steady use is not
+        # pinged (pool_pre_ping would add a round trip to every transaction).
+        if time.monotonic() - record.info.get("idle_since", 0.0) < _PING_AFTER_IDLE_S:
+            return
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except psycopg.Error as exc:
+            raise DisconnectionError("connection lost while idle") from exc
 
     return engine
 

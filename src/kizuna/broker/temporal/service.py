@@ -148,7 +148,7 @@ class TemporalService:
                 self._write_instances(conn, scope.tenant, entity_id, history_of_scope, now)
             return old is None
 
-        return self.broker.write_one(entity_id, work)
+        return self.broker.write_one(scope, entity_id, work)
 
     def append(self, scope: TenantScope, tm: TermMap, entity_id: str, fragment: Any) -> None:
         """POST /temporal/entities/{id}/attrs."""
@@ -168,7 +168,7 @@ class TemporalService:
             self._put_current(conn, scope, old, current, now)
             self._write_instances(conn, scope.tenant, entity_id, attrs, now)
 
-        self.broker.write_one(entity_id, work)
+        self.broker.write_one(scope, entity_id, work)
 
     def delete_entity(self, scope: TenantScope, entity_id: str) -> None:
         now = datetime.now(UTC)
@@ -181,7 +181,7 @@ class TemporalService:
             elif not history.delete_entities(conn, scope.tenant, [entity_id]):
                 raise not_found(f"Entity {entity_id} not found")
 
-        self.broker.write_one(entity_id, work)
+        self.broker.write_one(scope, entity_id, work)
 
     def delete_attribute(
         self,
@@ -224,7 +224,7 @@ class TemporalService:
                 new = Entity(old.id, old.types, old.scopes, attrs)
                 self._put_current(conn, scope, old, new, now)
 
-        self.broker.write_one(entity_id, work)
+        self.broker.write_one(scope, entity_id, work)
 
     def modify_instance(
         self,
@@ -263,7 +263,7 @@ class TemporalService:
                 )
             )
 
-        self.broker.write_one(entity_id, work)
+        self.broker.write_one(scope, entity_id, work)
 
     def delete_instance(
         self, scope: TenantScope, tm: TermMap, entity_id: str, attr: str, instance: str
@@ -275,7 +275,7 @@ class TemporalService:
             target = self._find_instance(conn, scope, entity_id, iri, instance)
             conn.execute(delete(instances).where(instances.c.pk == target.pk))
 
-        self.broker.write_one(entity_id, work)
+        self.broker.write_one(scope, entity_id, work)
 
     def _find_instance(
         self, conn: Connection, scope: TenantScope, entity_id: str, iri: str, instance: str
