@@ -114,3 +114,15 @@ def test_near_on_stored_points_agrees_with_the_general_geometry_path(lon, lat, d
     # A degenerate LineString is not a Point, so it takes the shapely route.
     line = {"type": "LineString", "coordinates": [stored, stored]}
     assert geo.matches(query, [point(stored)]) == geo.matches(query, [line])
+
+
+@given(
+    lon=st.one_of(st.integers(-180, 180), st.floats(-180, 180)),
+    lat=st.one_of(st.integers(-90, 90), st.floats(-90, 90)),
+    altitude=st.lists(st.floats(-100, 4000), max_size=1),
+)
+def test_a_points_box_is_shapelys(lon, lat, altitude):
+    from shapely.geometry import shape
+
+    geometry = point([lon, lat, *altitude])
+    assert geo.bbox(geometry) == shape(geometry).bounds

@@ -18,7 +18,10 @@ async def current_principal(request: Request) -> Principal:
 
 
 def _scope(write: bool):  # noqa: ANN202
-    def dependency(
+    # async on purpose: a sync dependency costs every request a hop to the thread pool,
+    # while the tenant lookups are cached (a miss is one indexed query per tenant and
+    # cache period), as the principal's are.
+    async def dependency(
         request: Request, principal: Annotated[Principal, Depends(current_principal)]
     ) -> TenantScope:
         return request.app.state.services.tenants.scope(
