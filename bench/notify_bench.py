@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import signal
 import socket
@@ -177,7 +176,6 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="kizuna-notify-bench-"))
     records_path = workdir / "received.json"
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(rport), str(records_path)])
-    os.environ["KIZUNA_NOTIFY_POLL_INTERVAL"] = "0.02"
     try:
         with pg_schema() as schema, kizuna_server(schema_url(schema), sport, args.workers):
             base = f"http://127.0.0.1:{sport}/ngsi-ld/v1"

@@ -89,7 +89,10 @@ class Settings(BaseSettings):
 
     # Notification delivery (subscriptions): the outbox worker in every serve process.
     notify_worker: bool = True
-    notify_poll_interval: float = 0.05  # seconds between outbox polls when not woken
+    # Seconds between outbox polls when nothing woke the worker. A commit that wrote outbox
+    # rows wakes its own process, and a failure wakes it when the retry is due; the poll
+    # finds rows written by other processes (a CLI, a worker that died) and idles cheaply.
+    notify_poll_interval: float = 1.0
     notify_timeout: float = 10.0  # per HTTP request / MQTT publish acknowledgement
     notify_per_endpoint: int = 8  # deliveries in flight to one endpoint, per process
     notify_concurrency: int = 256  # deliveries in flight, per process

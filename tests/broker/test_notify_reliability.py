@@ -174,6 +174,28 @@ def test_endpoint_down_for_a_while_then_up_receives_every_notification(server):
         receiver.close()
 
 
+def test_retries_come_when_due_without_waiting_for_a_poll(pg_schema_url, tmp_path):
+    """A failed delivery wakes the worker when its retry is due, so a long poll interval
+    (the idle cost) does not delay recovery."""
+    server = Server(pg_schema_url, tmp_path)
+    server.env["KIZUNA_NOTIFY_POLL_INTERVAL"] = "60"
+    server.start()
+    port = free_port()
+    try:
+        _subscribe(server, f"http://127.0.0.1:{port}/notify", accept="application/json")
+        _create_gauge(server)
+        _updates(server, 10)
+        time.sleep(1.5)  # deliveries fail and are retried (backoff 0.2 s doubling to 1 s)
+        receiver = Receiver(port=port)
+        try:
+            got = _wait_levels(lambda: receiver.bodies, set(range(10)), timeout=8)
+            assert set(range(10)) <= got
+        finally:
+            receiver.close()
+    finally:
+        server.stop()
+
+
 def test_kill_9_with_notifications_pending_then_restart_delivers_every_one(server):
     port = free_port()
     _subscribe(server, f"http://127.0.0.1:{port}/notify")

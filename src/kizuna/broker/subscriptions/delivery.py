@@ -99,6 +99,7 @@ class DeliveryWorker:
         self._postgres = engine.dialect.name == "postgresql"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._flushable: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         self._inflight: dict[str, int] = defaultdict(int)
         self._inflight_total = 0
@@ -118,6 +119,7 @@ class DeliveryWorker:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._flushable = asyncio.Event()
         self.subs.on_enqueued = self.wake
         event.listen(self.engine, "commit", self._on_commit)
         event.listen(self.engine, "rollback", self._on_rollback)
@@ -178,7 +180,7 @@ class DeliveryWorker:
                 continue
             for job in jobs:
                 if job.drop:
-                    self._outcomes.append(Outcome(job, True, _now(), "dropped"))
+                    self._record(Outcome(job, True, _now(), "dropped"))
                     continue
                 self._inflight[job.endpoint] += 1
                 self._inflight_total += 1
@@ -189,14 +191,26 @@ class DeliveryWorker:
                 self._wake.set()  # more may be waiting
 
     async def _flush_loop(self) -> None:
+        assert self._flushable is not None
         while True:
-            await asyncio.sleep(0.02)
-            if self._outcomes:
-                try:
-                    await asyncio.to_thread(self._flush)
-                except Exception:  # noqa: BLE001
-                    log.exception("recording notification outcomes failed")
-                    await asyncio.sleep(1)
+            await self._flushable.wait()
+            await asyncio.sleep(0.02)  # let a burst of outcomes share one transaction
+            self._flushable.clear()
+            try:
+                retry_in = await asyncio.to_thread(self._flush)
+            except Exception:  # noqa: BLE001
+                log.exception("recording notification outcomes failed")
+                await asyncio.sleep(1)
+                self._flushable.set()
+                continue
+            if retry_in is not None:
+                # Claim again when the first failed row comes due, not at the next poll.
+                asyncio.get_running_loop().call_later(retry_in, self.wake)
+
+    def _record(self, outcome: Outcome) -> None:
+        self._outcomes.append(outcome)
+        assert self._flushable is not None
+        self._flushable.set()
 
     async def _periodic_loop(self) -> None:
         while True:
@@ -360,9 +374,10 @@ class DeliveryWorker:
                 self.settings.notify_backoff_max,
             )
             self._cooling[job.endpoint] = time.monotonic() + pause
+            asyncio.get_running_loop().call_later(pause, self.wake)  # the endpoint's turn
         at = _now()
         self.subs.note_outcome(job.sub_pk, ok, at, sent_noted=job.sent_noted)
-        self._outcomes.append(Outcome(job, ok, at, error))
+        self._record(Outcome(job, ok, at, error))
         self.wake()
 
     def _note_sent(self, job: Job) -> None:
@@ -373,10 +388,12 @@ class DeliveryWorker:
 
     # --- bookkeeping (in a thread) ---------------------------------------------------------
 
-    def _flush(self) -> None:
+    def _flush(self) -> float | None:
+        """Write the outcomes; returns the seconds until the first failed row is due."""
         outcomes, self._outcomes = self._outcomes, []
         if not outcomes:
-            return
+            return None
+        retry_in: float | None = None
         done = [o.job.pk for o in outcomes if o.ok]
         failed = [o for o in outcomes if not o.ok]
         stats: dict[int, dict[str, Any]] = {}
@@ -433,6 +450,7 @@ class DeliveryWorker:
                         self.settings.notify_backoff_base * 2 ** (o.job.attempts - 1),
                         self.settings.notify_backoff_max,
                     ) * random.uniform(0.8, 1.2)
+                    retry_in = delay if retry_in is None else min(retry_in, delay)
                     conn.execute(
                         update(outbox)
                         .where(outbox.c.pk == o.job.pk)
@@ -446,6 +464,7 @@ class DeliveryWorker:
             self._outcomes = outcomes + self._outcomes  # try again with the next flush
             raise
         self.subs.outcomes_written(stats)
+        return retry_in
 
 
 class MqttPool:
