@@ -174,6 +174,39 @@ def test_endpoint_down_for_a_while_then_up_receives_every_notification(server):
         receiver.close()
 
 
+PERIODIC = "urn:ngsi-ld:Subscription:periodic"
+
+
+def test_notifications_go_out_at_once_without_waiting_for_a_poll(pg_schema_url, tmp_path):
+    """The worker is woken after the COMMIT that wrote outbox rows (waking it before the
+    COMMIT let its claim miss them until the next poll) and after periodic ones are due."""
+    server = Server(pg_schema_url, tmp_path)
+    server.env["KIZUNA_NOTIFY_POLL_INTERVAL"] = "60"
+    server.start()
+    receiver = Receiver()
+    try:
+        _subscribe(server, receiver.url, accept="application/json")
+        _create_gauge(server)
+        for level in range(5):  # each within seconds, where the poll would take a minute
+            _updates(server, 1, start=level)
+            assert level in _wait_levels(lambda: receiver.bodies, {level}, timeout=10)
+        server.post(
+            "/subscriptions",
+            {
+                "id": PERIODIC,
+                "type": "Subscription",
+                "entities": [{"type": "Gauge"}],
+                "timeInterval": 1,
+                "notification": {"endpoint": {"uri": receiver.url}},
+            },
+        )
+        time.sleep(4)
+        assert len([b for b in receiver.bodies if b["subscriptionId"] == PERIODIC]) >= 2
+    finally:
+        receiver.close()
+        server.stop()
+
+
 def test_retries_come_when_due_without_waiting_for_a_poll(pg_schema_url, tmp_path):
     """A failed delivery wakes the worker when its retry is due, so a long poll interval
     (the idle cost) does not delay recovery."""
@@ -188,7 +221,7 @@ def test_retries_come_when_due_without_waiting_for_a_poll(pg_schema_url, tmp_pat
         time.sleep(1.5)  # deliveries fail and are retried (backoff 0.2 s doubling to 1 s)
         receiver = Receiver(port=port)
         try:
-            got = _wait_levels(lambda: receiver.bodies, set(range(10)), timeout=8)
+            got = _wait_levels(lambda: receiver.bodies, set(range(10)), timeout=15)
             assert set(range(10)) <= got
         finally:
             receiver.close()

@@ -121,7 +121,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._flushable = asyncio.Event()
         self.subs.on_enqueued = self.wake
-        event.listen(self.engine, "commit", self._on_commit)
+        event.listen(self.engine, "checkin", self._on_checkin)
         event.listen(self.engine, "rollback", self._on_rollback)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="kizuna-notify-claim"),
@@ -133,7 +133,7 @@ class DeliveryWorker:
         self._stopping = True
         self.subs.on_enqueued = None
         with contextlib.suppress(Exception):
-            event.remove(self.engine, "commit", self._on_commit)
+            event.remove(self.engine, "checkin", self._on_checkin)
             event.remove(self.engine, "rollback", self._on_rollback)
         if self._deliveries:
             await asyncio.wait(self._deliveries, timeout=self.settings.notify_timeout)
@@ -154,8 +154,10 @@ class DeliveryWorker:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wake.set)
 
-    def _on_commit(self, conn: Any) -> None:
-        if conn.info.pop("kizuna_outbox", None) is not None:
+    def _on_checkin(self, _dbapi_conn: Any, record: Any) -> None:
+        # After the COMMIT, when the connection goes back to the pool: the "commit" event
+        # comes before it, and a claim woken then could miss the rows it was woken for.
+        if record.info.pop("kizuna_outbox", None) is not None:
             self.wake()
 
     def _on_rollback(self, conn: Any) -> None:
@@ -216,7 +218,8 @@ class DeliveryWorker:
         while True:
             await asyncio.sleep(0.5)
             try:
-                await asyncio.to_thread(self.subs.run_periodic)
+                if await asyncio.to_thread(self.subs.run_periodic):
+                    self.wake()
             except Exception:  # noqa: BLE001
                 log.exception("periodic notifications failed")
 
