@@ -4,10 +4,11 @@ Each request's work runs in a shared transaction on one writer thread, and all o
 are acknowledged after its single COMMIT, so the per-request cost of BEGIN / COMMIT and
 the disk flush is shared (batching is where write speed comes from). The entities the
 group writes are locked and read in one statement first (``store.hold``) and their
-updates written in one statement last, so a request costs no round trip of its own. Work functions
-validate before they write, so a :class:`Problem` raised by one leaves the others' writes
-intact; any other error (a lost race on a unique key, a dropped connection) makes the
-batch run again one request at a time, so one request's failure never fails another.
+updates written in one statement last, so a request costs no round trip of its own.
+Work functions validate before they write, so a :class:`Problem` raised by one leaves the
+others' writes intact; any other error (a lost race on a unique key, a dropped
+connection) makes the batch run again one request at a time, so one request's failure
+never fails another.
 """
 
 from __future__ import annotations
