@@ -16,8 +16,12 @@ Order of work, the same in every process, so batches never deadlock:
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
@@ -968,14 +972,45 @@ def executemany(conn: Connection, sql: str, params: list[tuple[Any, ...]]) -> No
         cur.close()
 
 
+_gc_lock = threading.Lock()
+_gc_batches = 0  # batches running now
+_gc_paused_here = False  # whether the collector was on when the first of them started
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while batches run.
+
+    A batch allocates tens of thousands of objects that live until it ends, so the
+    collector keeps running full collections that walk the whole heap — a third of a
+    batch's CPU time in a profile. Everything a batch makes is freed by reference counting
+    when it ends; cyclic garbage made meanwhile is collected once the collector resumes,
+    when the last concurrent batch ends (a counter, so overlapping threads are safe).
+    """
+    global _gc_batches, _gc_paused_here
+    with _gc_lock:
+        if _gc_batches == 0:
+            _gc_paused_here = gc.isenabled()
+            gc.disable()
+        _gc_batches += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_batches -= 1
+            if _gc_batches == 0 and _gc_paused_here:
+                gc.enable()
+
+
 def apply_batch(
     conn: Connection, tenant: str, items: list[Item], ts: int | None = None
 ) -> list[TransferResult]:
     """Apply ``items`` in order inside ``conn``'s transaction; the caller commits."""
-    batch = Batch(conn, tenant, items, ts if ts is not None else now_us())
-    batch.load(lock_head(conn, tenant))
-    results = batch.run()
-    batch.write()
+    with gc_paused():
+        batch = Batch(conn, tenant, items, ts if ts is not None else now_us())
+        batch.load(lock_head(conn, tenant))
+        results = batch.run()
+        batch.write()
     return results
 
 
