@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from kizuna.ledger import audit, merkle, settlement
 from kizuna.ledger.apply import (
@@ -118,6 +118,7 @@ class Ledger:
         self.keys = KeyStore((data_dir or Path("var")) / "ledger-keys")
         self._queue: queue.SimpleQueue[tuple[str, Item, Future]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._conn: Connection | None = None  # the writer thread's own
         self._start_lock = threading.Lock()
 
     # --- currencies and accounts -----------------------------------------------------------
@@ -330,10 +331,18 @@ class Ledger:
 
     def _commit_group(self, tenant: str, group: list[tuple[Item, Future]]) -> None:
         try:
-            with writer(self.engine).begin() as conn:
-                results = apply_batch(conn, tenant, [item for item, _ in group])
+            # The writer thread keeps one connection: no pool checkout (nor PostgreSQL's
+            # pre-ping round trip) per group.
+            if self._conn is None:
+                self._conn = writer(self.engine).connect()
+            with self._conn.begin():
+                results = apply_batch(self._conn, tenant, [item for item, _ in group])
         except Exception as exc:  # noqa: BLE001 - a database error fails the whole group
             log.exception("ledger group commit failed")
+            if self._conn is not None:  # it may be broken: the next group opens another
+                self._conn.invalidate()
+                self._conn.close()
+                self._conn = None
             for _, future in group:
                 future.set_exception(exc)
             return

@@ -18,7 +18,9 @@ async def current_principal(request: Request) -> Principal:
 
 
 def _scope(write: bool):  # noqa: ANN202
-    def dependency(
+    # async like current_principal: the tenant check is a cache hit almost always, and a
+    # sync dependency would cost every request a hop to the thread pool and back.
+    async def dependency(
         request: Request, principal: Annotated[Principal, Depends(current_principal)]
     ) -> TenantScope:
         return request.app.state.services.tenants.scope(
