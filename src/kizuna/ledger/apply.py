@@ -769,34 +769,29 @@ class Batch:
         return result(id=row["id"], status="created", transfer=public, error=None)
 
     def _take_lots(self, account: _Account, amount: int, sweep: bool) -> list[tuple[_Lot, int]]:
+        """Draw ``amount`` from the wallet's usable lots in spend order, in one pass (the
+        first lot usually covers it); a shortfall raises, and the caller's rollback
+        restores the lots drawn so far."""
         ts = self.ts
-        usable = [
-            lot
-            for lot in account.lots or ()
-            if lot.remaining > 0
-            and (
-                (lot.expires is not None and lot.expires <= ts)
-                if sweep
-                else (lot.expires is None or lot.expires > ts)
-            )
-        ]
-        if sum(lot.remaining for lot in usable) < amount:
-            have = sum(lot.remaining for lot in usable)
-            raise _Fail(
-                "insufficient-funds",
-                f"{account.code} has {have} unexpired points available, {amount} asked",
-            )
         taken = []
         left = amount
-        for lot in usable:
+        for lot in account.lots or ():
+            if lot.remaining <= 0:
+                continue
+            expired = lot.expires is not None and lot.expires <= ts
+            if expired != sweep:
+                continue
             n = min(lot.remaining, left)
             self._set(lot, "remaining", lot.remaining - n)
             lot.dirty = True
             taken.append((lot, n))
             left -= n
             if not left:
-                break
-        return taken
+                return taken
+        raise _Fail(
+            "insufficient-funds",
+            f"{account.code} has {amount - left} unexpired points available, {amount} asked",
+        )
 
     def _give_lots(
         self,
