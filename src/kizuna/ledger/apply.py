@@ -451,7 +451,7 @@ class Batch:
         self.undo.append((obj, attr, getattr(obj, attr)))
         setattr(obj, attr, value)
 
-    def _mark(self) -> tuple[int, int, int, int, int, int, frozenset[str]]:
+    def _mark(self) -> tuple[int, int, int, int, int, int]:
         return (
             len(self.undo),
             len(self.rows),
@@ -459,15 +459,16 @@ class Batch:
             len(self.new_lots),
             self.next_seq,
             self.next_temp_lot,
-            frozenset(self.resolved),
         )
 
-    def _rollback(self, mark: tuple[int, int, int, int, int, int, frozenset[str]]) -> None:
-        n_undo, n_rows, n_spends, n_lots, seq, temp, resolved = mark
+    def _rollback(self, mark: tuple[int, int, int, int, int, int]) -> None:
+        n_undo, n_rows, n_spends, n_lots, seq, temp = mark
         while len(self.undo) > n_undo:
             obj, attr, old = self.undo.pop()
             if attr == "@remove":
                 obj.remove(old)
+            elif attr == "@discard":
+                obj.discard(old)
             else:
                 setattr(obj, attr, old)
         for row in self.rows[n_rows:]:
@@ -480,7 +481,6 @@ class Batch:
         del self.new_lots[n_lots:]
         self.next_seq = seq
         self.next_temp_lot = temp
-        self.resolved = set(resolved)
 
     # --- computing ------------------------------------------------------------------------
 
@@ -708,7 +708,10 @@ class Batch:
             if credit.lots is not None:
                 self._give_lots(credit, seq, kept, amount, r, self.currencies[pending.currency])
         debit.dirty = credit.dirty = True
+        # In the undo log rather than a copy of the set per chain (quadratic in a batch
+        # of many posts and voids).
         self.resolved.add(pid)  # type: ignore[arg-type]
+        self.undo.append((self.resolved, "@discard", pid))
         row = {
             "tenant_id": self.tenant,
             "seq": seq,
