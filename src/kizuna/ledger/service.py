@@ -19,6 +19,8 @@ with a ``urn:kizuna:errors:ledger:*`` error. ``post_transfer`` raises that error
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -116,7 +118,7 @@ class Ledger:
     def __init__(self, engine: Engine, data_dir: Path | None = None) -> None:
         self.engine = engine
         self.keys = KeyStore((data_dir or Path("var")) / "ledger-keys")
-        self._queue: queue.SimpleQueue[tuple[str, Item, Future]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, Item, _Waiter]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None  # the writer thread's own
         self._start_lock = threading.Lock()
@@ -292,8 +294,23 @@ class Ledger:
     def submit_transfer(
         self, tenant: str, item: TransferCreate | dict[str, Any]
     ) -> Future[TransferResult]:
-        """Queue one transfer for the group commit; the future holds its result (async
-        callers: ``await asyncio.wrap_future(...)``). Bad input raises at once."""
+        """Queue one transfer for the group commit; the future holds its result (callers
+        on an event loop: :meth:`post_transfer_async`). Bad input raises at once."""
+        future: Future[TransferResult] = Future()
+        self._enqueue(tenant, item, future)
+        return future
+
+    async def post_transfer_async(
+        self, tenant: str, item: TransferCreate | dict[str, Any]
+    ) -> TransferResult:
+        """:meth:`submit_transfer` for callers on an event loop: the result (``failed``
+        too, as from ``post_transfers``). The writer wakes each loop once per group, not
+        once per transfer. Bad input raises at once."""
+        future: asyncio.Future[TransferResult] = asyncio.get_running_loop().create_future()
+        self._enqueue(tenant, item, future)
+        return await future
+
+    def _enqueue(self, tenant: str, item: TransferCreate | dict[str, Any], waiter: _Waiter) -> None:
         prepared = _prepare(item)
         if prepared.invalid:
             raise ledger_problem("invalid-transfer", prepared.invalid[1])
@@ -301,10 +318,8 @@ class Ledger:
             raise ledger_problem(
                 "linked-chain-open", "send linked transfers together with post_transfers"
             )
-        future: Future[TransferResult] = Future()
         self._ensure_writer()
-        self._queue.put((tenant, prepared, future))
-        return future
+        self._queue.put((tenant, prepared, waiter))
 
     def _ensure_writer(self) -> None:
         if self._thread is None:
@@ -323,13 +338,13 @@ class Ledger:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            by_tenant: dict[str, list[tuple[Item, Future]]] = defaultdict(list)
+            by_tenant: dict[str, list[tuple[Item, _Waiter]]] = defaultdict(list)
             for tenant, item, future in batch:
                 by_tenant[tenant].append((item, future))
             for tenant in sorted(by_tenant):
                 self._commit_group(tenant, by_tenant[tenant])
 
-    def _commit_group(self, tenant: str, group: list[tuple[Item, Future]]) -> None:
+    def _commit_group(self, tenant: str, group: list[tuple[Item, _Waiter]]) -> None:
         try:
             # The writer thread keeps one connection: no pool checkout (nor PostgreSQL's
             # pre-ping round trip) per group.
@@ -343,11 +358,9 @@ class Ledger:
                 self._conn.invalidate()
                 self._conn.close()
                 self._conn = None
-            for _, future in group:
-                future.set_exception(exc)
+            _deliver([(waiter, exc) for _, waiter in group])
             return
-        for (_, future), result in zip(group, results, strict=True):
-            future.set_result(result)
+        _deliver([(waiter, result) for (_, waiter), result in zip(group, results, strict=True)])
 
     def get_transfer(self, tenant: str, transfer_id: str) -> TransferPublic:
         from kizuna.ledger.schemas import transfer_id as canonical
@@ -604,6 +617,39 @@ class Ledger:
     ) -> VerifyReport:
         """Recompute log, balances, lots and checkpoints from the transfers (see audit.verify)."""
         return audit.verify(self.engine, self.keys, tenant, trusted_keys)
+
+
+_Waiter = Future[TransferResult] | asyncio.Future[TransferResult]
+_Outcome = TransferResult | BaseException
+
+
+def _deliver(outcomes: list[tuple[_Waiter, _Outcome]]) -> None:
+    """Hand each waiting caller its outcome: threads directly, event loops in one call
+    per loop (each wake-up of a loop from another thread is a write to its self-pipe and
+    a GIL hand-over)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, _Outcome]]] = defaultdict(
+        list
+    )
+    for waiter, outcome in outcomes:
+        if isinstance(waiter, asyncio.Future):
+            by_loop[waiter.get_loop()].append((waiter, outcome))
+        elif isinstance(outcome, BaseException):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)
+    for loop, pairs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            loop.call_soon_threadsafe(_settle, pairs)
+
+
+def _settle(pairs: list[tuple[asyncio.Future, _Outcome]]) -> None:
+    for future, outcome in pairs:
+        if future.done():  # cancelled: the client went away
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def _prepare(item: TransferCreate | dict[str, Any]) -> Item:
