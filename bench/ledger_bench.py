@@ -107,9 +107,10 @@ def run_raw(engine, ledger, items, batch: int) -> float:
     from sqlalchemy import select
 
     from kizuna.ledger import merkle
-    from kizuna.ledger.apply import insert_rows, now_us
+    from kizuna.ledger.apply import now_us
     from kizuna.ledger.models import accounts
     from kizuna.storage import writer
+    from kizuna.storage.bulk import bulk_insert
 
     with engine.connect() as conn:
         ids = dict(
@@ -144,7 +145,7 @@ def run_raw(engine, ledger, items, batch: int) -> float:
     t = time.perf_counter()
     for i in range(0, len(rows), batch):
         with writer(engine).begin() as conn:
-            insert_rows(
+            bulk_insert(
                 conn,
                 __import__("kizuna.ledger.models", fromlist=["transfers"]).transfers,
                 rows[i : i + batch],

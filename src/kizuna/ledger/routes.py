@@ -8,7 +8,6 @@ terms and settlement need municipal staff (or a platform admin, or a tenant writ
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date
 from typing import Annotated, Any
 
@@ -166,7 +165,7 @@ async def post_transfers(request: Request, scope: WriteScope) -> Response:
     if not isinstance(body, dict):
         raise ledger_problem("invalid-request", "send a transfer object or an array of them")
     # The group commit runs on the ledger's writer thread; the event loop just waits.
-    result = await asyncio.wrap_future(ledger.submit_transfer(tenant, body))
+    result = await ledger.post_transfer_async(tenant, body)
     if result.status == "failed":
         raise result_problem(result)
     assert result.transfer is not None

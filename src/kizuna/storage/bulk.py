@@ -3,36 +3,63 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
 
 import orjson
 from psycopg.types.json import set_json_dumps
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Boolean, Connection, LargeBinary, Table
 
 
 def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Binary COPY on PostgreSQL (several times faster than INSERTs, ~2× text COPY);
-    executemany on SQLite.
+    """Binary COPY on PostgreSQL (several times faster than INSERTs, ~2× text COPY); the
+    driver's own ``executemany`` on SQLite (SQLAlchemy's per-row statement work would cost
+    more than SQLite's insert itself), inside ``conn``'s transaction.
 
-    Every row has the same keys, holding the Python values of the columns (JSON columns
-    take the objects; orjson serialises them).
+    Every row has the same keys, holding the Python values of the columns: JSON columns
+    take the objects (orjson serialises them); on SQLite each type's bind processor runs,
+    as SQLAlchemy would.
     """
     if not rows:
         return
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(table), rows)
-        return
     columns = list(rows[0])
+    pick = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
     cursor = conn.connection.dbapi_connection.cursor()
-    set_json_dumps(orjson.dumps, context=cursor)
-    with cursor:
-        oids = _column_oids(cursor, table.name, columns)
-        with cursor.copy(
-            f"COPY {table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(oids)
-            for row in rows:
-                copy.write_row([row[c] for c in columns])
+    if conn.dialect.name == "postgresql":
+        set_json_dumps(orjson.dumps, context=cursor)
+        with cursor:
+            oids = _column_oids(cursor, table.name, columns)
+            with cursor.copy(
+                f"COPY {table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(oids)
+                for row in rows:
+                    copy.write_row(pick(row))
+        return
+    # sqlite3 stores bool and bytes as SQLAlchemy would: no per-value call for them.
+    processors = [
+        (i, proc)
+        for i, c in enumerate(columns)
+        if not isinstance(table.c[c].type, Boolean | LargeBinary)
+        and (proc := table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect))
+    ]
+    params = [pick(row) for row in rows]
+    if processors:
+        params = [_processed(values, processors) for values in params]
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    )
+    try:
+        cursor.executemany(sql, params)
+    finally:
+        cursor.close()
+
+
+def _processed(values: tuple[Any, ...], processors: list[tuple[int, Any]]) -> list[Any]:
+    out = list(values)
+    for i, proc in processors:
+        out[i] = proc(out[i])
+    return out
 
 
 # Binary COPY needs each column's type oid; the tables' shapes come from the migrations,
