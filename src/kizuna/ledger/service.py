@@ -48,6 +48,7 @@ from kizuna.ledger.apply import (
 from kizuna.ledger.errors import ledger_problem
 from kizuna.ledger.keys import KeyStore, public_bytes
 from kizuna.ledger.models import accounts, checkpoints, currencies, lots, transfers
+from kizuna.ledger.purchase import apply_purchase, purchase_public, rules_of
 from kizuna.ledger.schemas import (
     AccountCreate,
     AccountKind,
@@ -59,6 +60,9 @@ from kizuna.ledger.schemas import (
     ExpiryPublic,
     LotPublic,
     MerchantTerms,
+    PurchaseCreate,
+    PurchasePublic,
+    PurchaseRules,
     Receipt,
     SettlementPublic,
     TransferCreate,
@@ -136,12 +140,12 @@ class Ledger:
                 )
             ).first()
             if row is not None:
-                stored = CurrencyPublic.model_validate(row, from_attributes=True)
+                stored = CurrencyCreate.model_validate(row, from_attributes=True)
                 if stored.model_dump(mode="json") != values:
                     raise ledger_problem(
                         "currency-conflict", f"currency {spec.code!r} exists with other settings"
                     )
-                return stored
+                return _currency_public(row)
             conn.execute(insert(currencies).values(tenant_id=tenant, created_us=now_us(), **values))
             codes = system_accounts(spec.code)
             for kind, code in codes.items():
@@ -162,7 +166,40 @@ class Ledger:
                 .where(currencies.c.tenant_id == tenant)
                 .order_by(currencies.c.code)
             ).all()
-        return [CurrencyPublic.model_validate(r, from_attributes=True) for r in rows]
+        return [_currency_public(r) for r in rows]
+
+    def set_purchase_rules(self, tenant: str, code: str, rules: PurchaseRules) -> CurrencyPublic:
+        """Set the per-wallet purchase limits of a purchased currency (None: no limit)."""
+        with writer(self.engine).begin() as conn:
+            lock_head(conn, tenant)
+            where = (currencies.c.tenant_id == tenant, currencies.c.code == code)
+            row = conn.execute(select(currencies).where(*where)).first()
+            if row is None:
+                raise ledger_problem("currency-not-found", f"no currency {code!r}")
+            if row.kind != "purchased":
+                raise ledger_problem("not-purchasable", f"{code} is not a purchased currency")
+            conn.execute(update(currencies).where(*where).values(**rules.model_dump()))
+            return _currency_public(conn.execute(select(currencies).where(*where)).one())
+
+    def purchase(self, tenant: str, spec: PurchaseCreate) -> PurchasePublic:
+        """Credit yen + premium points to a wallet as one linked chain (see purchase.py).
+
+        Same id and body again: the first purchase (``created=False``), even if a limit has
+        been reached since; same id, other body → ``id-conflict``. Refusals raise the
+        ledger Problem (``purchase-limit-exceeded``, ``premium-budget-exhausted``, …) and
+        write nothing."""
+        ids = (
+            derived_id(tenant, "purchase", spec.id, "yen"),
+            derived_id(tenant, "purchase", spec.id, "premium"),
+        )
+        with writer(self.engine).begin() as conn:
+            results = apply_purchase(conn, tenant, spec, ids, now_us())
+            expiry_days = conn.execute(
+                select(currencies.c.expiry_days).where(
+                    currencies.c.tenant_id == tenant, currencies.c.code == spec.currency
+                )
+            ).scalar_one()
+        return purchase_public(spec, results, expiry_days)
 
     def open_account(self, tenant: str, spec: AccountCreate) -> AccountPublic:
         """Open an account; opening it again with the same settings returns it."""
@@ -595,6 +632,11 @@ class Ledger:
     ) -> VerifyReport:
         """Recompute log, balances, lots and checkpoints from the transfers (see audit.verify)."""
         return audit.verify(self.engine, self.keys, tenant, trusted_keys)
+
+
+def _currency_public(row: Any) -> CurrencyPublic:
+    base = CurrencyCreate.model_validate(row, from_attributes=True)
+    return CurrencyPublic(**base.model_dump(), purchase_rules=rules_of(row))
 
 
 def _prepare(item: TransferCreate | dict[str, Any]) -> Item:
