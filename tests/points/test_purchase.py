@@ -21,7 +21,7 @@ def rp(points, tenant, shop):  # noqa: ANN001, ANN201
 
 
 def _rp(points, resident) -> int:  # noqa: ANN001
-    return points._spendable(resident.tenant, purchased_wallet(resident, "rp"))
+    return points.spendable(resident.tenant, purchased_wallet(resident, "rp"))
 
 
 def _pt(points, resident) -> int:  # noqa: ANN001

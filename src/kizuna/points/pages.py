@@ -1248,10 +1248,11 @@ def staff_settle(request: Request, user: FormUser, month: Annotated[str, Form()]
     try:
         done = _points(request).settle_month(tenant, start)
         paid = [s for _, s in done if s is not None]
+        shops = len({shop.code for shop, s in done if s is not None})
         flash = _flash(
             request,
-            f"{start:%Y年%m月}分を精算しました（{len(paid)}店舗、振込額 合計 {sum(s.payable_yen for s in paid):,}円）。",
-            f"Settled {start:%Y-%m}: {len(paid)} shops, ¥{sum(s.payable_yen for s in paid):,} payable.",
+            f"{start:%Y年%m月}分を精算しました（{shops}店舗、振込額 合計 {sum(s.payable_yen for s in paid):,}円）。",
+            f"Settled {start:%Y-%m}: {shops} shops, ¥{sum(s.payable_yen for s in paid):,} payable.",
         )
     except PointsError as exc:
         flash = _err(request, exc)

@@ -1592,13 +1592,13 @@ class Points:
         first (they are free and the city's to lose), purchased points pay the rest."""
         if not prog.purchase_currency or points <= 0:
             return 0
-        administrative = self._spendable(tenant, resident.wallet)
+        administrative = self.spendable(tenant, resident.wallet)
         if administrative >= points:
             return 0
-        purchased = self._spendable(tenant, purchased_wallet(resident, prog.purchase_currency))
+        purchased = self.spendable(tenant, purchased_wallet(resident, prog.purchase_currency))
         return min(points - administrative, purchased)
 
-    def _spendable(self, tenant: str, wallet: str) -> int:
+    def spendable(self, tenant: str, wallet: str) -> int:
         """Unexpired, unheld points of a wallet (what the ledger lets it spend now)."""
         try:
             found = self.ledger.lots(tenant, wallet)
@@ -1632,9 +1632,9 @@ class Points:
         if exc.code != "insufficient-funds":
             return exc
         prog = self.programme(tenant)
-        balance = self._spendable(tenant, resident.wallet)
+        balance = self.spendable(tenant, resident.wallet)
         if prog.purchase_currency:
-            balance += self._spendable(tenant, purchased_wallet(resident, prog.purchase_currency))
+            balance += self.spendable(tenant, purchased_wallet(resident, prog.purchase_currency))
         points = plan.points
         if plan.discount and balance >= points:
             return error(
