@@ -158,9 +158,15 @@ def test_settlement_pays_shops_for_both_kinds(tenant, points, rp, hanako, shop, 
 def test_dashboard_shows_sales_premium_and_outstanding(tenant, points, rp, hanako, shop):
     _fund(points, hanako, 500)
     _sell(points, tenant, hanako, 10_000)
+    spec = PaymentIn(id=new_id(), shop=shop.code, amount=700)  # 500 pt + 200 地域ポイント
+    points.authorize(tenant, hanako, spec)
+    points.confirm(tenant, hanako, spec.id)
     board = points.dashboard(tenant)
     assert board.totals["sold_yen"] == 10_000 and board.totals["premium"] == 1_000
-    assert (board.outstanding, board.outstanding_purchased) == (500, 11_000)
+    assert board.active[board.months[-1]] == 1  # one resident, whichever wallet paid
+    assert (board.outstanding, board.outstanding_purchased) == (0, 10_800)
+    assert board.totals["spent"] == 700
     wallet = points.wallet(tenant, hanako)
-    assert wallet.purchased.available == 11_000 and wallet.purchased.expiring[0][1] == 11_000
-    assert {h["code"] for h in wallet.history} == {"purchase", "premium", "volunteer"}
+    assert wallet.purchased.available == 10_800 and wallet.purchased.expiring[0][1] == 10_800
+    assert {h["code"] for h in wallet.history} == {"purchase", "premium", "volunteer", "payment"}
+    assert [h["purchased"] for h in wallet.history if h["code"] == "payment"] == [True, False]

@@ -2418,7 +2418,7 @@ class Points:
             ):
                 for account in (debit, credit):
                     if account.startswith("resident:") and month in active:
-                        active[month].add(account)
+                        active[month].add(account.split(":")[1])  # either of their wallets
             for credit, amount in conn.execute(
                 select(moves.c.credit, func.sum(moves.c.amount))
                 .where(
