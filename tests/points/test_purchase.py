@@ -43,7 +43,7 @@ def test_sale_credits_yen_plus_premium_once_per_receipt(tenant, points, rp, hana
     assert not sale.replay and _rp(points, hanako) == 11_000 and _pt(points, hanako) == 0
     days = (sale.purchase.expires_at.astimezone(JST).date() - today()).days
     assert days == 181  # to the end of the 180th day
-    again = _sell(points, tenant, hanako, 10_000, "R-0001")  # a double submit
+    again = _sell(points, tenant, hanako, 10_000, "r-0001")  # a double submit
     assert again.replay and _rp(points, hanako) == 11_000
     with pytest.raises(PointsError) as exc:  # the same receipt with another amount
         _sell(points, tenant, hanako, 5_000, "R-0001")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 CODE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 ID = r"^[0-9a-fA-F-]{32,36}$"  # a client-chosen UUID
@@ -54,6 +54,11 @@ class SaleIn(BaseModel):
     receipt: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
     member_code: str = Field(min_length=1, max_length=16)
     yen: int = Field(gt=0, le=100_000_000)
+
+    @field_validator("receipt")
+    @classmethod
+    def _one_spelling(cls, value: str) -> str:
+        return value.upper()  # "r-0001" typed again as "R-0001" is the same sale
 
 
 class ResidentCreate(BaseModel):
