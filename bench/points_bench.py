@@ -290,14 +290,14 @@ def page_times(url: str, data_dir: Path, port: int) -> dict[str, float]:
     from kizuna.storage import writer
 
     services = build_services(Settings(database_url=url, data_dir=data_dir))
-    services.tenants.create_tenant(demo.tenant, "高砂市", "Takasago")
+    services.tenants.create_tenant(demo.TENANT, "高砂市", "Takasago")
     with writer(services.engine).begin() as conn:
         create_user(
             conn, "takasago-staff", "職員", Role.MUNICIPAL_STAFF, demo.PASSWORD, [demo.TENANT]
         )
     demo.seed(services)
-    resident = services.points.resident_for_user(demo.tenant, "takasago-r01")
-    pay_path = services.points.pay_path(demo.tenant, "sakura-bakery")
+    resident = services.points.resident_for_user(demo.TENANT, "takasago-r01")
+    pay_path = services.points.pay_path(demo.TENANT, "sakura-bakery")
     services.engine.dispose()
     pages = {
         "takasago-r01": [

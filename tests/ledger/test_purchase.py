@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -141,3 +142,26 @@ def test_only_purchased_currencies_into_wallets(ledger, shop, tenant) -> None:  
     assert info.value.type.endswith(":invalid-request")
     with pytest.raises(ValueError):
         buy(0)
+
+
+def test_spendable_counts_unexpired_unheld_points(ledger, shop) -> None:  # noqa: ANN001
+    ledger.purchase(shop, buy(1_000))
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    ledger.purchase(shop, buy(100, expires_at=soon))
+    [held] = ledger.post_transfers(
+        shop,
+        [
+            {
+                "id": new_id(),
+                "debit_account": "w1",
+                "credit_account": "m1",
+                "amount": 50,  # drawn from the lot that expires first
+                "currency": "rp",
+                "pending": True,
+            }
+        ],
+    )
+    assert held.ok
+    assert ledger.spendable(shop, ["w1", "nobody"]) == {"w1": 1_100 + 110 - 50, "nobody": 0}
+    time.sleep(1.1)
+    assert ledger.spendable(shop, ["w1"]) == {"w1": 1_100}

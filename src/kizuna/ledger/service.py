@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, insert, or_, select, update
 
 from kizuna.ledger import audit, merkle, settlement
 from kizuna.ledger.apply import (
@@ -430,6 +430,24 @@ class Ledger:
             )
             for r in found
         ]
+
+    def spendable(self, tenant: str, codes: Sequence[str]) -> dict[str, int]:
+        """What each wallet may spend now: its unexpired lots' remainders (held points are
+        already drawn). One query for all of them; 0 for an unknown account."""
+        ts = now_us()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(accounts.c.code, func.sum(lots.c.remaining))
+                .join(lots, lots.c.account_id == accounts.c.id)
+                .where(
+                    accounts.c.tenant_id == tenant,
+                    accounts.c.code.in_(list(codes)),
+                    lots.c.remaining > 0,
+                    or_(lots.c.expires_us.is_(None), lots.c.expires_us > ts),
+                )
+                .group_by(accounts.c.code)
+            ).all()
+        return dict.fromkeys(codes, 0) | {code: int(n) for code, n in rows}
 
     def expiring(self, tenant: str, account: str) -> list[ExpiryPublic]:
         """What expires when: the wallet's unspent points grouped by expiry time, soonest first."""

@@ -1526,10 +1526,6 @@ class Points:
         if not resident.verified:
             raise _unverified()
         prog = self.programme(tenant)
-        # With two wallets the split depends on balances, which a first tap has changed:
-        # a second tap is answered from the hold it made, not planned again.
-        if prog.purchase_currency and self._transfer(tenant, _tid(tenant, "pay", spec.id, "hold")):
-            return self._replayed(tenant, resident, spec.id)
         shop = self.shop(tenant, spec.shop)
         if shop is None or not shop.active:
             raise error(
@@ -1551,6 +1547,10 @@ class Points:
             discount, use_n = self._take_coupon(tenant, resident, shop, coupon, spec)
         points = spec.amount - discount
         purchased = self._purchased_part(tenant, prog, resident, points)
+        # A split depends on balances, which a first tap has changed: a second tap is
+        # answered from the hold the first one made, not planned again.
+        if purchased and self._transfer(tenant, _tid(tenant, "pay", spec.id, "hold")):
+            return self._replayed(tenant, resident, spec.id)
         memo = _memo(
             m=resident.member_code, bill=spec.amount, d=discount, c=spec.coupon, r=purchased or None
         )
@@ -1592,24 +1592,15 @@ class Points:
         first (they are free and the city's to lose), purchased points pay the rest."""
         if not prog.purchase_currency or points <= 0:
             return 0
-        administrative = self.spendable(tenant, resident.wallet)
+        wallets = [resident.wallet, purchased_wallet(resident, prog.purchase_currency)]
+        administrative, purchased = self.ledger.spendable(tenant, wallets).values()
         if administrative >= points:
             return 0
-        purchased = self.spendable(tenant, purchased_wallet(resident, prog.purchase_currency))
         return min(points - administrative, purchased)
 
     def spendable(self, tenant: str, wallet: str) -> int:
         """Unexpired, unheld points of a wallet (what the ledger lets it spend now)."""
-        try:
-            found = self.ledger.lots(tenant, wallet)
-        except Problem as exc:
-            if exc.status == 404:
-                return 0
-            raise
-        moment = now()
-        return sum(
-            lot.remaining for lot in found if lot.expires_at is None or lot.expires_at > moment
-        )
+        return self.ledger.spendable(tenant, [wallet])[wallet]
 
     def _post_plan(self, tenant: str, plan: PayPlan) -> TransferResult:
         if len(plan.items) == 1:
