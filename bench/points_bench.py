@@ -314,6 +314,7 @@ def page_times(url: str, data_dir: Path, port: int) -> dict[str, float]:
             "/points/staff/residents",
             "/points/staff/approvals",
             "/points/staff/volunteer",
+            "/points/staff/sales",
             "/points/staff/shops",
             "/points/staff/actions",
             "/points/staff/coupons",

@@ -364,6 +364,13 @@ def test_counter_sale_page_sells_once_per_receipt(app, client):
     _login(client, "hanako")
     page = client.get("/points/wallet")
     assert 'data-figure="purchased">11,000' in page.text and "行政ポイントから先に" in page.text
+    from kizuna.points.schemas import PaymentIn
+
+    pid = str(uuid.uuid4())
+    points.authorize(T, hanako, PaymentIn(id=pid, shop="bakery", amount=1500))
+    confirm = client.get(f"/points/payments/{pid}")
+    assert 'data-figure="purchased">500 pt' in confirm.text  # after the 1,000 pt
+    assert "10,500 pt" in confirm.text  # balance after: 0 + 10,500
     _login(client, "pmo")
     board = client.get("/points/staff")
     assert 'data-figure="sold-yen">10,000' in board.text
