@@ -29,28 +29,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import kizuna_server, percentile, pg_schema, schema_url  # noqa: E402
 
 TENANT = "bench"  # the payers' municipality; the demo seeds 高砂市 ("takasago")
+TENANT_RP = "bench-rp"  # payers who hold only 地域ポイント bought at the counter
 
 
-def seed_payers(url: str, data_dir: Path, payers: int) -> tuple[list[str], str]:
-    """A programme, one shop and ``payers`` verified residents with 100,000 pt each;
+def seed_payers(
+    url: str, data_dir: Path, payers: int, tenant: str = TENANT
+) -> tuple[list[str], str]:
+    """A programme, one shop and ``payers`` verified residents with 100,000 pt each (in
+    ``TENANT_RP``: 0 pt and 110,000 地域ポイント bought at the counter, so every payment
+    takes the purchased path: both wallets' lots read, the hold from the 地域ポイント wallet);
     returns their bearer tokens and the shop code."""
     from kizuna.app import build_services
     from kizuna.auth import service as auth
     from kizuna.auth.service import Role
-    from kizuna.points.schemas import ProgrammeCreate, ResidentCreate, ShopCreate
+    from kizuna.points.schemas import (
+        ProgrammeCreate,
+        PurchaseProgrammeCreate,
+        ResidentCreate,
+        SaleIn,
+        ShopCreate,
+    )
     from kizuna.settings import Settings
     from kizuna.storage import writer
 
     services = build_services(Settings(database_url=url, data_dir=data_dir))
-    services.tenants.create_tenant(TENANT, "高砂市", "Takasago")
+    services.tenants.create_tenant(tenant, "高砂市", "Takasago")
+    prefix = "payer" if tenant == TENANT else "rp-payer"
     points = services.points
     points.setup_programme(
-        TENANT,
+        tenant,
         ProgrammeCreate(name_ja="ベンチ", budgets={"eco": 10**9, "volunteer": 10**10, "coupon": 1}),
     )
     points.register_shop(
-        TENANT, ShopCreate(code="bench-shop", name="ベンチ商店", town="荒井町", address="x")
+        tenant, ShopCreate(code="bench-shop", name="ベンチ商店", town="荒井町", address="x")
     )
+    if tenant == TENANT_RP:
+        points.setup_purchase(tenant, PurchaseProgrammeCreate(premium_budget=10**9))
     tokens = []
     # Passwords are hashed with argon2 on purpose (slow); the bench's payers get their
     # session tokens written directly instead of signing in 200 times.
@@ -65,31 +79,37 @@ def seed_payers(url: str, data_dir: Path, payers: int) -> tuple[list[str], str]:
 
     with writer(services.engine).begin() as conn:
         for n in range(payers):
-            auth.create_user(conn, f"payer{n}", f"payer {n}", Role.RESIDENT, None, [TENANT])
+            auth.create_user(conn, f"{prefix}{n}", f"payer {n}", Role.RESIDENT, None, [tenant])
     from kizuna.ledger.schemas import TransferCreate
 
     for n in range(payers):
         r = points.register_resident(
-            TENANT,
-            f"payer{n}",
+            tenant,
+            f"{prefix}{n}",
             ResidentCreate(real_name=f"住民{n}", kana="じゅうみん", town="荒井町"),
         )
-        points.verify_resident(TENANT, r.id, "bench")
-        points.ledger.post_transfer(
-            TENANT,
-            TransferCreate(
-                id=str(uuid.uuid4()),
-                debit_account="budget:volunteer",
-                credit_account=r.wallet,
-                amount=100_000,
-                currency="pt",
-                code="volunteer",
-            ),
-        )
+        points.verify_resident(tenant, r.id, "bench")
+        if tenant == TENANT_RP:
+            for k in range(2):
+                points.sell(
+                    tenant, SaleIn(receipt=f"B{n}-{k}", member_code=r.member_code, yen=50_000)
+                )
+        else:
+            points.ledger.post_transfer(
+                tenant,
+                TransferCreate(
+                    id=str(uuid.uuid4()),
+                    debit_account="budget:volunteer",
+                    credit_account=r.wallet,
+                    amount=100_000,
+                    currency="pt",
+                    code="volunteer",
+                ),
+            )
         token = "kzt_" + secrets.token_urlsafe(32)
         with writer(services.engine).begin() as conn:
             user_id = conn.execute(
-                select(users.c.id).where(users.c.username == f"payer{n}")
+                select(users.c.id).where(users.c.username == f"{prefix}{n}")
             ).scalar()
             conn.execute(
                 insert(token_table).values(
@@ -151,7 +171,13 @@ def ledger_batched_rate(url: str, data_dir: Path, n: int = 20_000, batch: int = 
 
 
 async def payments(
-    port: int, tokens: list[str], shop: str, rounds: int, think: float = 0.0, raw: bool = False
+    port: int,
+    tokens: list[str],
+    shop: str,
+    rounds: int,
+    think: float = 0.0,
+    raw: bool = False,
+    tenant: str = TENANT,
 ) -> dict:
     """Each payer pays ``rounds`` times. ``think`` = 0: closed loop (the next request as soon
     as the answer comes: saturation). ``think`` > 0: like phones, a pause of about ``think``
@@ -176,7 +202,7 @@ async def payments(
             return await client.post(path, **kwargs)
 
         async def payer(token: str, count: int, record: bool) -> None:
-            headers = {"Authorization": f"Bearer {token}", "NGSILD-Tenant": TENANT}
+            headers = {"Authorization": f"Bearer {token}", "NGSILD-Tenant": tenant}
             for _ in range(count):
                 pid = str(uuid.uuid4())
                 t = time.perf_counter()
@@ -219,13 +245,19 @@ async def payments(
 
 
 def _client_process(args: tuple) -> tuple[list[float], float, float, int]:
-    port, tokens, shop, rounds, think = args
-    out = asyncio.run(payments(port, tokens, shop, rounds, think, raw=True))
+    port, tokens, shop, rounds, think, tenant = args
+    out = asyncio.run(payments(port, tokens, shop, rounds, think, raw=True, tenant=tenant))
     return out["latencies"], out["t0"], out["t1"], out["retries"]
 
 
 def payments_in_processes(
-    port: int, tokens: list[str], shop: str, rounds: int, think: float, procs: int = 4
+    port: int,
+    tokens: list[str],
+    shop: str,
+    rounds: int,
+    think: float,
+    procs: int = 4,
+    tenant: str = TENANT,
 ) -> dict:
     """The payers split over ``procs`` client processes: one Python client with hundreds of
     connections is itself the bottleneck (httpx's pool), not the server."""
@@ -233,7 +265,7 @@ def payments_in_processes(
 
     chunks = [tokens[i::procs] for i in range(procs)]
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
-        parts = pool.map(_client_process, [(port, c, shop, rounds, think) for c in chunks])
+        parts = pool.map(_client_process, [(port, c, shop, rounds, think, tenant) for c in chunks])
     latencies = [x for part in parts for x in part[0]]
     elapsed = max(p[2] for p in parts) - min(p[1] for p in parts)
     return {
@@ -282,6 +314,7 @@ def page_times(url: str, data_dir: Path, port: int) -> dict[str, float]:
             "/points/staff/residents",
             "/points/staff/approvals",
             "/points/staff/volunteer",
+            "/points/staff/sales",
             "/points/staff/shops",
             "/points/staff/actions",
             "/points/staff/coupons",
@@ -329,13 +362,19 @@ def main() -> None:
         data_dir = Path(tempfile.mkdtemp(prefix="kizuna-points-bench-"))
         print(f"seeding {args.payers} payers …", flush=True)
         tokens, shop = seed_payers(url, data_dir, args.payers)
+        rp_tokens, _ = seed_payers(url, data_dir, args.payers, TENANT_RP)
         port = random.randint(20000, 40000)
+        runs = []
         with kizuna_server(url, port):
-            for think, label in (
-                (args.think, "phones (pauses between taps)"),
-                (0.0, "saturated (no pauses)"),
+            for think, label, who, tenant in (
+                (args.think, "phones (pauses between taps)", tokens, TENANT),
+                (0.0, "saturated (no pauses)", tokens, TENANT),
+                (0.0, "saturated, paying with 地域ポイント only", rp_tokens, TENANT_RP),
             ):
-                http = payments_in_processes(port, tokens, shop, args.rounds, think, args.clients)
+                http = payments_in_processes(
+                    port, who, shop, args.rounds, think, args.clients, tenant
+                )
+                runs.append(http)
                 print(
                     f"payment round trip (hold + confirm), {http['payers']} concurrent payers, "
                     f"{label}, {http['payments']} payments: p50 {http['p50_ms']:.0f} ms, "
@@ -343,6 +382,12 @@ def main() -> None:
                     f"{http.get('retries', 0)} requests retried after a dropped connection",
                     flush=True,
                 )
+        print(
+            f"地域ポイント-only payers ÷ 行政ポイント payers, saturated, same run: "
+            f"payments/s {runs[2]['per_s'] / runs[1]['per_s']:.2f}, "
+            f"p50 {runs[2]['p50_ms'] / runs[1]['p50_ms']:.2f}, p99 {runs[2]['p99_ms'] / runs[1]['p99_ms']:.2f}"
+        )
+        http = runs[1]
         rate = ledger_batched_rate(url, data_dir)
         print(f"ledger batched (1,000 per batch), same machine and run: {rate:,.0f} transfers/s")
         print(

@@ -122,3 +122,50 @@ def test_anonymous_and_read_only_callers_are_refused(engine, tmp_path):
     assert c.get("/ledger/accounts").status_code == 401
     r = c.post("/ledger/transfers", json={"id": str(uuid.uuid4())})
     assert r.status_code == 401
+
+
+def test_rest_purchase_and_rules(engine, tmp_path):
+    tenant = f"h{uuid.uuid4().hex[:8]}"
+    c = make_client(engine, tmp_path)
+    h = {"NGSILD-Tenant": tenant}
+    c.post(
+        "/ledger/currencies",
+        headers=h,
+        json={"code": "rp", "name_ja": "地域ポイント", "kind": "purchased", "premium_bp": 1000},
+    )
+    for code, kind in [("w", "resident"), ("budget:premium", "budget")]:
+        c.post("/ledger/accounts", headers=h, json={"code": code, "currency": "rp", "kind": kind})
+    c.post(
+        "/ledger/transfers",
+        headers=h,
+        json={
+            "id": str(uuid.uuid4()),
+            "debit_account": "issuance:rp",
+            "credit_account": "budget:premium",
+            "amount": 5000,
+            "currency": "rp",
+        },
+    )
+    rules = c.put(
+        "/ledger/currencies/rp/purchase-rules", headers=h, json={"max_yen_per_purchase": 20000}
+    )
+    assert rules.json()["purchase_rules"]["max_yen_per_purchase"] == 20000
+    body = {
+        "id": str(uuid.uuid4()),
+        "currency": "rp",
+        "account": "w",
+        "yen": 10000,
+        "premium_account": "budget:premium",
+    }
+    first = c.post("/ledger/purchases", headers=h, json=body)
+    assert first.status_code == 201, first.text
+    assert (first.json()["points"], first.json()["premium"]) == (11000, 1000)
+    again = c.post("/ledger/purchases", headers=h, json=body)
+    assert again.status_code == 200 and again.json()["created"] is False
+    over = c.post(
+        "/ledger/purchases", headers=h, json={**body, "id": str(uuid.uuid4()), "yen": 20001}
+    )
+    assert over.status_code == 422 and over.json()["type"] == E + "purchase-limit-exceeded"
+    zero = c.post("/ledger/purchases", headers=h, json={**body, "yen": 0})
+    assert zero.status_code in (400, 422)
+    assert c.get("/ledger/accounts/w", headers=h).json()["balance"] == 11000

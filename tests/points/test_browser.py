@@ -12,7 +12,13 @@ import pytest
 from kizuna.app import create_app
 from kizuna.auth import service as auth
 from kizuna.auth.service import Role
-from kizuna.points.schemas import ProgrammeCreate, ResidentCreate, ShopCreate, VolunteerIn
+from kizuna.points.schemas import (
+    ProgrammeCreate,
+    PurchaseProgrammeCreate,
+    ResidentCreate,
+    ShopCreate,
+    VolunteerIn,
+)
 from kizuna.settings import Settings
 from kizuna.storage import writer
 from tests.browser import live_server, screenshot
@@ -61,6 +67,7 @@ def app(sqlite_engine, tmp_path):  # noqa: ANN001, ANN201
             holder_kana="ｻｸﾗﾍﾞｰｶﾘｰ",
         ),
     )
+    points.setup_purchase("takasago", PurchaseProgrammeCreate())
     taro = points.register_resident(
         "takasago", "taro", ResidentCreate(real_name="伊保 太郎", kana="いほ たろう", town="伊保")
     )
@@ -166,9 +173,47 @@ def test_resident_shop_and_staff_flows_in_a_phone_browser(app, chromium, monkeyp
         screenshot(page, "points-shop-sales")
         ctx.close()
 
+        # At the city office counter she buys 地域ポイント: ¥10,000 → 11,000 pt. The
+        # clerk's second submit of the same receipt number sells nothing more.
+        ctx, page = phone()
+        _sign_in(page, base, "pmo", "/points/staff/sales")
+        for _ in range(2):
+            page.fill("input[name=receipt]", "R-0001")
+            page.fill("input[name=member_code]", hanako.member_code)
+            page.fill("input[name=yen]", "10000")
+            page.click("form.card button[type=submit]")
+            page.wait_for_load_state()
+        assert "二重送信" in page.locator(".flash").inner_text()
+        assert "11,000 pt" in page.locator("[data-figure=sold-points]").inner_text()
+        assert page.locator("#sales tbody tr").count() == 1
+        page.fill("input[name=receipt]", "R-0002")
+        page.fill("input[name=member_code]", hanako.member_code)
+        page.fill("input[name=yen]", "60000")
+        page.click("form.card button[type=submit]")
+        page.wait_for_load_state()
+        assert "50,000円まで" in page.locator(".flash.error").inner_text()
+        page.fill("input[name=receipt]", "R-0003")
+        page.fill("input[name=member_code]", hanako.member_code)
+        page.fill("input[name=yen]", "5000")
+        page.click("form.card button[type=submit]")
+        page.wait_for_load_state()
+        screenshot(page, "points-staff-counter-sale")
+        ctx.close()
+        assert services.ledger.get_account("takasago", f"{hanako.wallet}:rp").balance == 16_500
+
+        # Her wallet shows both kinds, with what expires when.
+        ctx, page = phone()
+        _sign_in(page, base, "hanako", "/points/wallet")
+        assert page.locator("[data-figure=purchased]").inner_text().startswith("16,500")
+        assert page.locator("[data-figure=total]").inner_text().startswith("16,588")
+        assert "地域ポイント" in page.locator("#expiring").inner_text()
+        screenshot(page, "points-wallet-both")
+        ctx.close()
+
         # Staff look at the dashboard, then settle the month once it is over.
         ctx, page = phone()
         _sign_in(page, base, "pmo", "/points/staff")
+        assert page.locator("[data-figure=sold-yen]").inner_text().startswith("15,000")
         assert page.locator("[data-figure=spent]").inner_text().startswith("380")
         page.wait_for_load_state("networkidle")
         screenshot(page, "points-staff-dashboard")

@@ -332,3 +332,46 @@ def points_jst():  # noqa: ANN201
     from kizuna.points.service import JST
 
     return JST
+
+
+def test_counter_sale_page_sells_once_per_receipt(app, client):
+    from kizuna.points.schemas import PurchaseProgrammeCreate
+
+    points = app.state.services.points
+    points.setup_purchase(T, PurchaseProgrammeCreate())
+    hanako = points.resident_for_user(T, "hanako")
+    csrf = _login(client, "viewer")
+    assert client.get("/points/staff/sales").status_code == 403  # viewers do not sell
+    csrf = _login(client, "pmo")
+    page = client.get("/points/staff/sales")
+    assert "窓口販売" in page.text and "1万円で" in page.text and "11,000 pt" in page.text
+
+    def sell(receipt: str, yen: str, member: str = hanako.member_code) -> str:
+        form = {"csrf_token": csrf, "receipt": receipt, "member_code": member, "yen": yen}
+        return client.post("/points/staff/sales", data=form).text
+
+    done = sell("R-100", "10,000")
+    assert "11,000 pt（10,000円＋プレミアム 1,000 pt）を販売しました" in done
+    assert 'id="sale-receipt"' in done and "¥10,000 / ¥100,000" in done
+    assert "二重送信" in sell("R-100", "10000")
+    assert "別の内容" in sell("R-100", "9000")
+    assert "1円以上の整数" in sell("R-101", "1.5")
+    assert "1円以上の整数" in sell("R-101", "0")
+    assert "見つかりません" in sell("R-101", "1000", "9999-9999")
+    assert "50,000円まで" in sell("R-101", "60000")
+    wallet = points.ledger.get_account(T, f"{hanako.wallet}:rp")
+    assert wallet.balance == 11_000
+    _login(client, "hanako")
+    page = client.get("/points/wallet")
+    assert 'data-figure="purchased">11,000' in page.text and "行政ポイントから先に" in page.text
+    from kizuna.points.schemas import PaymentIn
+
+    pid = str(uuid.uuid4())
+    points.authorize(T, hanako, PaymentIn(id=pid, shop="bakery", amount=1500))
+    confirm = client.get(f"/points/payments/{pid}")
+    assert 'data-figure="purchased">500 pt' in confirm.text  # after the 1,000 pt
+    assert "10,500 pt" in confirm.text  # balance after: 0 + 10,500
+    _login(client, "pmo")
+    board = client.get("/points/staff")
+    assert 'data-figure="sold-yen">10,000' in board.text
+    assert 'data-figure="premium">1,000' in board.text

@@ -32,6 +32,9 @@ CODES: dict[str, tuple[int, str]] = {
     "settlement-period-invalid": (400, "Invalid settlement period"),
     "nothing-to-settle": (422, "Nothing to settle in this period"),
     "checkpoint-not-found": (404, "No such checkpoint"),
+    "not-purchasable": (422, "The currency cannot be bought"),
+    "purchase-limit-exceeded": (422, "Over the purchase limit"),
+    "premium-budget-exhausted": (422, "The premium budget is used up"),
 }
 
 

@@ -34,6 +34,9 @@ currencies = Table(
     Column("expiry_days", Integer, nullable=True),  # None: points never expire
     Column("premium_bp", Integer, nullable=False, default=0),  # 1000 = +10 % on purchase
     Column("created_us", BigInteger, nullable=False),
+    # Purchase limits per wallet (migration ledger_0003); None: no limit.
+    Column("max_yen_per_purchase", BigInteger, nullable=True),
+    Column("max_yen_per_year", BigInteger, nullable=True),  # JST fiscal year (April–March)
 )
 
 accounts = Table(

@@ -31,6 +31,8 @@ from kizuna.ledger.schemas import (
     ExpiryPublic,
     LotPublic,
     MerchantTerms,
+    PurchaseCreate,
+    PurchaseRules,
     Receipt,
     SettlementPublic,
     TransferPublic,
@@ -83,6 +85,14 @@ def create_currency(request: Request, scope: WriteScope, body: CurrencyCreate) -
 @router.get("/currencies")
 def list_currencies(request: Request, scope: ReadScope) -> list[CurrencyPublic]:
     return _ledger(request).list_currencies(_reader(scope))
+
+
+@router.put("/currencies/{code}/purchase-rules")
+def set_purchase_rules(
+    request: Request, scope: WriteScope, code: str, body: PurchaseRules
+) -> CurrencyPublic:
+    """Per-wallet purchase limits of a purchased currency (yen per purchase, per year)."""
+    return _ledger(request).set_purchase_rules(_staff(scope), code, body)
 
 
 @router.post("/accounts", status_code=201)
@@ -193,6 +203,14 @@ def get_transfer(request: Request, scope: ReadScope, transfer_id: str) -> Transf
 def receipt(request: Request, scope: ReadScope, transfer_id: str) -> Receipt:
     """The transfer with its Merkle inclusion proof under a signed checkpoint."""
     return _ledger(request).receipt(_reader(scope), transfer_id)
+
+
+@router.post("/purchases")
+def purchase(request: Request, scope: WriteScope, body: PurchaseCreate) -> Response:
+    """Record yen paid at a counter: 201 with the purchase (yen + premium points credited),
+    200 with the first result when the same id and body were sent before."""
+    done = _ledger(request).purchase(_staff(scope), body)
+    return _json(done.model_dump(mode="json"), 201 if done.created else 200)
 
 
 # --- audit -------------------------------------------------------------------------------

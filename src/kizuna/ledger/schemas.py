@@ -37,8 +37,15 @@ class CurrencyCreate(BaseModel):
     premium_bp: int = Field(default=0, ge=0, le=10000)
 
 
+class PurchaseRules(BaseModel):
+    """Per-wallet limits on buying a purchased currency (None: no limit)."""
+
+    max_yen_per_purchase: int | None = Field(default=None, ge=1, le=MAX_INT)
+    max_yen_per_year: int | None = Field(default=None, ge=1, le=MAX_INT)  # JST fiscal year
+
+
 class CurrencyPublic(CurrencyCreate):
-    pass
+    purchase_rules: PurchaseRules = Field(default_factory=PurchaseRules)
 
 
 class AccountCreate(BaseModel):
@@ -160,6 +167,43 @@ class TransferResult(BaseModel):
     @property
     def ok(self) -> bool:
         return self.status != "failed"
+
+
+class PurchaseCreate(BaseModel):
+    """Yen paid for points of a purchased currency: ``yen`` points from ``issuance`` plus
+    ⌊yen × premium_bp / 10,000⌋ points from ``premium_account`` (a budget), linked.
+
+    ``id`` is the client's (e.g. the counter's receipt number as a derived UUID): the same id
+    and body again returns the first purchase; another body → ``id-conflict``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    currency: str = Field(pattern=SHORT)
+    account: str = Field(pattern=CODE)  # the buyer's resident wallet in that currency
+    yen: int = Field(gt=0, le=MAX_INT)
+    premium_account: str | None = Field(default=None, pattern=CODE)
+    expires_at: datetime | None = None  # a fixed end date; else the currency's expiry_days
+    ref: str | None = Field(default=None, max_length=128)
+    memo: str | None = Field(default=None, max_length=200)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _canonical_id(cls, value: Any) -> Any:
+        return transfer_id(value)
+
+
+class PurchasePublic(BaseModel):
+    id: str
+    currency: str
+    account: str
+    yen: int
+    premium: int
+    points: int  # yen + premium, credited as lots of the wallet
+    expires_at: datetime | None
+    timestamp: datetime
+    transfers: list[TransferPublic]  # the yen transfer, then the premium transfer (if any)
+    created: bool = True  # False: the same purchase was made before (a retry)
 
 
 class LotPublic(BaseModel):

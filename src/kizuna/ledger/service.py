@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, or_, select, update
 
 from kizuna.ledger import audit, merkle, settlement
 from kizuna.ledger.apply import (
@@ -51,6 +51,7 @@ from kizuna.ledger.apply import (
 from kizuna.ledger.errors import ledger_problem
 from kizuna.ledger.keys import KeyStore, public_bytes
 from kizuna.ledger.models import accounts, checkpoints, currencies, lots, transfers
+from kizuna.ledger.purchase import apply_purchase, purchase_public, rules_of
 from kizuna.ledger.schemas import (
     AccountCreate,
     AccountKind,
@@ -62,6 +63,9 @@ from kizuna.ledger.schemas import (
     ExpiryPublic,
     LotPublic,
     MerchantTerms,
+    PurchaseCreate,
+    PurchasePublic,
+    PurchaseRules,
     Receipt,
     SettlementPublic,
     TransferCreate,
@@ -141,12 +145,12 @@ class Ledger:
                 )
             ).first()
             if row is not None:
-                stored = CurrencyPublic.model_validate(row, from_attributes=True)
+                stored = CurrencyCreate.model_validate(row, from_attributes=True)
                 if stored.model_dump(mode="json") != values:
                     raise ledger_problem(
                         "currency-conflict", f"currency {spec.code!r} exists with other settings"
                     )
-                return stored
+                return _currency_public(row)
             conn.execute(insert(currencies).values(tenant_id=tenant, created_us=now_us(), **values))
             codes = system_accounts(spec.code)
             for kind, code in codes.items():
@@ -167,7 +171,40 @@ class Ledger:
                 .where(currencies.c.tenant_id == tenant)
                 .order_by(currencies.c.code)
             ).all()
-        return [CurrencyPublic.model_validate(r, from_attributes=True) for r in rows]
+        return [_currency_public(r) for r in rows]
+
+    def set_purchase_rules(self, tenant: str, code: str, rules: PurchaseRules) -> CurrencyPublic:
+        """Set the per-wallet purchase limits of a purchased currency (None: no limit)."""
+        with writer(self.engine).begin() as conn:
+            lock_head(conn, tenant)
+            where = (currencies.c.tenant_id == tenant, currencies.c.code == code)
+            row = conn.execute(select(currencies).where(*where)).first()
+            if row is None:
+                raise ledger_problem("currency-not-found", f"no currency {code!r}")
+            if row.kind != "purchased":
+                raise ledger_problem("not-purchasable", f"{code} is not a purchased currency")
+            conn.execute(update(currencies).where(*where).values(**rules.model_dump()))
+            return _currency_public(conn.execute(select(currencies).where(*where)).one())
+
+    def purchase(self, tenant: str, spec: PurchaseCreate) -> PurchasePublic:
+        """Credit yen + premium points to a wallet as one linked chain (see purchase.py).
+
+        Same id and body again: the first purchase (``created=False``), even if a limit has
+        been reached since; same id, other body → ``id-conflict``. Refusals raise the
+        ledger Problem (``purchase-limit-exceeded``, ``premium-budget-exhausted``, …) and
+        write nothing."""
+        ids = (
+            derived_id(tenant, "purchase", spec.id, "yen"),
+            derived_id(tenant, "purchase", spec.id, "premium"),
+        )
+        with writer(self.engine).begin() as conn:
+            results = apply_purchase(conn, tenant, spec, ids, now_us())
+            expiry_days = conn.execute(
+                select(currencies.c.expiry_days).where(
+                    currencies.c.tenant_id == tenant, currencies.c.code == spec.currency
+                )
+            ).scalar_one()
+        return purchase_public(spec, results, expiry_days)
 
     def open_account(self, tenant: str, spec: AccountCreate) -> AccountPublic:
         """Open an account; opening it again with the same settings returns it."""
@@ -451,6 +488,24 @@ class Ledger:
             for r in found
         ]
 
+    def spendable(self, tenant: str, codes: Sequence[str]) -> dict[str, int]:
+        """What each wallet may spend now: its unexpired lots' remainders (held points are
+        already drawn). One query for all of them; 0 for an unknown account."""
+        ts = now_us()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(accounts.c.code, func.sum(lots.c.remaining))
+                .join(lots, lots.c.account_id == accounts.c.id)
+                .where(
+                    accounts.c.tenant_id == tenant,
+                    accounts.c.code.in_(list(codes)),
+                    lots.c.remaining > 0,
+                    or_(lots.c.expires_us.is_(None), lots.c.expires_us > ts),
+                )
+                .group_by(accounts.c.code)
+            ).all()
+        return dict.fromkeys(codes, 0) | {code: int(n) for code, n in rows}
+
     def expiring(self, tenant: str, account: str) -> list[ExpiryPublic]:
         """What expires when: the wallet's unspent points grouped by expiry time, soonest first."""
         totals: dict[datetime, int] = defaultdict(int)
@@ -685,6 +740,11 @@ def _settle(pairs: list[tuple[asyncio.Future, _Outcome]]) -> None:
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
+
+
+def _currency_public(row: Any) -> CurrencyPublic:
+    base = CurrencyCreate.model_validate(row, from_attributes=True)
+    return CurrencyPublic(**base.model_dump(), purchase_rules=rules_of(row))
 
 
 def _prepare(item: TransferCreate | dict[str, Any]) -> Item:

@@ -1,5 +1,6 @@
 """Demo data for the points programme: 高砂市's 「たかさご未来資産」 with residents, shops,
-eco actions over the last four months, volunteering, coupons, payments and thanks.
+eco actions over the last four months, volunteering, coupons, 地域ポイント sold at the
+counter (+10 %), payments (administrative points first, then purchased) and thanks.
 
 Every event goes through the real service (and so the ledger), with ids derived from fixed
 names, so ``kizuna demo`` can run again: the second run replays the same events and moves
@@ -26,12 +27,14 @@ from kizuna.points.schemas import (
     EcoLogIn,
     PaymentIn,
     ProgrammeCreate,
+    PurchaseProgrammeCreate,
     ResidentCreate,
+    SaleIn,
     ShopCreate,
     ThanksIn,
     VolunteerIn,
 )
-from kizuna.points.service import PointsError, today
+from kizuna.points.service import PointsError, purchased_wallet, today
 from kizuna.storage import writer
 
 TENANT = "takasago"
@@ -152,6 +155,8 @@ def seed(services: Any, residents_count: int = 48) -> str:
                 holder_kana="ﾃﾞﾓ ｼｮｳﾃﾝ",
             ),
         )
+    # 地域ポイント: +10 % premium, 180 days, sold at the city office's counter.
+    points.setup_purchase(TENANT, PurchaseProgrammeCreate())
     people = []
     for n in range(1, residents_count + 1):
         real, kana = _name(n)
@@ -253,13 +258,30 @@ def seed(services: Any, residents_count: int = 48) -> str:
                 ),
                 "takasago-staff",
             )
+    sold = 0
+    for i, r in enumerate(verified[::4]):  # receipt numbers are fixed: a rerun sells nothing
+        points.sell(
+            TENANT,
+            SaleIn(
+                receipt=f"DEMO-{i + 1:04d}",
+                member_code=r.member_code,
+                yen=(10_000, 5_000, 20_000, 3_000)[i % 4],
+            ),
+        )
+        sold += 1
     paid = 0
     eligible_shops = [s for s in SHOPS if s[3] in ELIGIBLE]
     for i, r in enumerate(verified if first_run else []):
-        for k in range(2):
+        for k in range(3):
             shop = eligible_shops[(i + k) % len(eligible_shops)][0]
             balance = services.ledger.get_account(TENANT, r.wallet).available
+            purchased = points.spendable(TENANT, purchased_wallet(r, "rp"))
+            if k == 2 and not purchased:
+                continue
+            balance += purchased
             amount = rng.choice((120, 180, 240, 320, 450, 680))
+            if k == 2:  # a bigger bill: administrative points first, then 地域ポイント
+                amount = rng.choice((1_800, 2_400, 3_200))
             coupon = None
             if k == 0 and balance >= 700:  # the shopping-street coupon on a bigger bill
                 amount, coupon = (1200 if balance >= 900 else 1000), "shoutengai-300"
@@ -297,7 +319,8 @@ def seed(services: Any, residents_count: int = 48) -> str:
     published = publish_months(services, TENANT, SYSTEM)
     return (
         f"points: たかさご未来資産 — {len(people)} residents ({len(verified)} verified), "
-        f"{len(SHOPS)} shops, {logged} eco logs over 4 months, {paid} payments, "
+        f"{len(SHOPS)} shops, {logged} eco logs over 4 months, {sold} 地域ポイント sales, "
+        f"{paid} payments, "
         f"{published} monthly aggregates published; resident takasago-r01, shop "
         f"shop-sakura-bakery, staff takasago-staff / {PASSWORD} → /points"
     )

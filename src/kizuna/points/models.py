@@ -44,6 +44,8 @@ programmes = Table(
     Column("created_at", TS, nullable=False, server_default=func.now()),
     # The city's account (依頼人) last used for the 全銀協 file (migration points_0002).
     Column("zengin_originator", JSONDoc, nullable=True),
+    # The purchased currency (地域ポイント) sold at the counter, if any (migration points_0003).
+    Column("purchase_currency", String(32), nullable=True),
 )
 
 # 実名制: the real person behind a resident user, verified by staff or an OIDC claim.

@@ -32,6 +32,7 @@ from kizuna.points.schemas import (
     FactorCreate,
     PaymentIn,
     ResidentCreate,
+    SaleIn,
     ShopCreate,
     ThanksIn,
     VolunteerIn,
@@ -69,6 +70,7 @@ STAFF_TABS = (
     ("/points/staff/residents", "住民", "Residents", "clerk"),
     ("/points/staff/approvals", "承認", "Approvals", "clerk"),
     ("/points/staff/volunteer", "ボランティア", "Volunteering", "clerk"),
+    ("/points/staff/sales", "窓口販売", "Counter sales", "clerk"),
     ("/points/staff/shops", "加盟店", "Shops", "admin"),
     ("/points/staff/actions", "エコ活動", "Eco actions", "admin"),
     ("/points/staff/coupons", "クーポン", "Coupons", "admin"),
@@ -826,6 +828,8 @@ def staff_dashboard_csv(request: Request, user: PageUser) -> Response:
             "ありがとうポイント",
             "CO2削減量(kg)",
             "活動した住民数",
+            "地域ポイント販売額(円)",
+            "プレミアム(pt)",
         ]
     )
     for m in board.months:
@@ -841,6 +845,8 @@ def staff_dashboard_csv(request: Request, user: PageUser) -> Response:
                 f["thanks"],
                 f"{sum(board.co2_by_month[m].values()):.3f}",
                 board.active[m],
+                f["sold_yen"],
+                f["premium"],
             ]
         )
     return _csv(buf.getvalue(), f"points-{tenant}-monthly.csv")
@@ -974,6 +980,83 @@ def staff_volunteer_record(
         f"Credited {done['points']:,} pt.",
     )
     return _staff_volunteer(request, user, flash)
+
+
+@router.get("/points/staff/sales", response_class=HTMLResponse)
+def staff_sales(request: Request, user: PageUser) -> Response:
+    return _staff_sales(request, user)
+
+
+def _staff_sales(
+    request: Request,
+    user: PageUser,
+    flash: dict | None = None,
+    form: dict | None = None,
+    sale: Any = None,
+) -> Response:
+    tenant, role, tenants = _staff(request, user, "clerk")
+    points = _points(request)
+    context = {
+        "terms": points.purchase_terms(tenant),
+        "recent": points.recent_sales(tenant),
+        "form": form or {},
+        "sale": sale,
+        "bought": points.purchased_this_year(tenant, sale.resident) if sale else 0,
+        "flash": flash,
+    }
+    return _staff_page(request, user, "staff_sales.html.j2", tenant, role, tenants, context)
+
+
+@router.post("/points/staff/sales", response_class=HTMLResponse)
+def staff_sell(
+    request: Request,
+    user: FormUser,
+    member_code: Annotated[str, Form()] = "",
+    yen: Annotated[str, Form()] = "",
+    receipt: Annotated[str, Form()] = "",
+) -> Response:
+    """窓口販売: the cash was taken at the counter; this records it and credits the points.
+    The receipt number is the idempotency key, so a double submit sells once."""
+    tenant, _, _ = _staff(request, user, "clerk")
+    form = {"member_code": member_code, "yen": yen, "receipt": receipt}
+    amount = yen.strip().replace(",", "").replace("円", "").replace("¥", "")
+    if not amount.isdigit() or int(amount) <= 0:
+        flash = _flash(
+            request,
+            "購入金額は1円以上の整数（円）で入力してください（販売していません）。",
+            "Enter the amount as a whole number of yen, 1 or more (nothing was sold).",
+            "error",
+        )
+        return _staff_sales(request, user, flash, form)
+    try:
+        spec = SaleIn(receipt=receipt.strip(), member_code=member_code.strip(), yen=int(amount))
+    except ValueError:
+        flash = _flash(
+            request,
+            "会員番号と受付番号（半角英数字とハイフン、32文字まで）を確認してください（販売していません）。",
+            "Check the member code and the receipt number (nothing was sold).",
+            "error",
+        )
+        return _staff_sales(request, user, flash, form)
+    try:
+        sale = _points(request).sell(tenant, spec)
+    except PointsError as exc:
+        return _staff_sales(request, user, _err(request, exc), form)
+    done = sale.purchase
+    if sale.replay:
+        flash = _flash(
+            request,
+            f"受付番号 {sale.receipt} はすでに販売済みです（二重送信のため、もう一度は販売していません）。",
+            f"Receipt {sale.receipt} was already sold (not sold twice).",
+            "warn",
+        )
+    else:
+        flash = _flash(
+            request,
+            f"{sale.resident.real_name} さんに {done.points:,} pt（{done.yen:,}円＋プレミアム {done.premium:,} pt）を販売しました。",
+            f"Sold {done.points:,} pt (¥{done.yen:,} + {done.premium:,} pt premium).",
+        )
+    return _staff_sales(request, user, flash, sale=sale)
 
 
 @router.get("/points/staff/shops", response_class=HTMLResponse)
@@ -1165,10 +1248,11 @@ def staff_settle(request: Request, user: FormUser, month: Annotated[str, Form()]
     try:
         done = _points(request).settle_month(tenant, start)
         paid = [s for _, s in done if s is not None]
+        shops = len({shop.code for shop, s in done if s is not None})
         flash = _flash(
             request,
-            f"{start:%Y年%m月}分を精算しました（{len(paid)}店舗、振込額 合計 {sum(s.payable_yen for s in paid):,}円）。",
-            f"Settled {start:%Y-%m}: {len(paid)} shops, ¥{sum(s.payable_yen for s in paid):,} payable.",
+            f"{start:%Y年%m月}分を精算しました（{shops}店舗、振込額 合計 {sum(s.payable_yen for s in paid):,}円）。",
+            f"Settled {start:%Y-%m}: {shops} shops, ¥{sum(s.payable_yen for s in paid):,} payable.",
         )
     except PointsError as exc:
         flash = _err(request, exc)

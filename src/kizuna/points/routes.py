@@ -127,6 +127,14 @@ def wallet(request: Request, scope: ReadScope) -> dict[str, Any]:
         "balance": w.balance,
         "available": w.available,
         "expiring": [{"expires_at": t, "amount": n} for t, n in w.expiring],
+        "purchased": None
+        if w.purchased is None
+        else {
+            "currency": w.purchased.currency,
+            "balance": w.purchased.balance,
+            "available": w.purchased.available,
+            "expiring": [{"expires_at": t, "amount": n} for t, n in w.purchased.expiring],
+        },
         "history": w.history,
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 CODE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 ID = r"^[0-9a-fA-F-]{32,36}$"  # a client-chosen UUID
@@ -32,6 +32,33 @@ class Programme(BaseModel):
     eligible_towns: list[str]
     thanks_daily_limit: int
     volunteer_year_cap: int
+    purchase_currency: str | None = None  # 地域ポイント sold at the counter, if any
+
+
+class PurchaseProgrammeCreate(BaseModel):
+    """地域ポイント: bought in yen at the city's counter, with a premium paid by the city."""
+
+    currency: str = Field(default="rp", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+    name_ja: str = Field(default="地域ポイント", min_length=1, max_length=200)
+    name_en: str = Field(default="Regional points", max_length=200)
+    premium_bp: int = Field(default=1000, ge=0, le=10000)  # 1000: ¥10,000 → 11,000 pt
+    expiry_days: int | None = Field(default=180, ge=1, le=3650)
+    max_yen_per_purchase: int | None = Field(default=50_000, ge=1, le=100_000_000)
+    max_yen_per_year: int | None = Field(default=100_000, ge=1, le=1_000_000_000)
+    premium_budget: int = Field(default=1_000_000, ge=0, le=10_000_000_000)
+
+
+class SaleIn(BaseModel):
+    """A counter sale (窓口販売): the receipt number is the idempotency key."""
+
+    receipt: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
+    member_code: str = Field(min_length=1, max_length=16)
+    yen: int = Field(gt=0, le=100_000_000)
+
+    @field_validator("receipt")
+    @classmethod
+    def _one_spelling(cls, value: str) -> str:
+        return value.upper()  # "r-0001" typed again as "R-0001" is the same sale
 
 
 class ResidentCreate(BaseModel):
@@ -182,7 +209,8 @@ class Payment(BaseModel):
     member_code: str
     amount: int  # the bill
     discount: int  # paid by the coupon budget
-    points: int  # paid from the wallet
+    points: int  # paid from the wallets (administrative first, then purchased)
+    purchased: int = 0  # of which from the 地域ポイント wallet
     coupon: str | None
     status: Literal["authorized", "completed", "cancelled", "expired", "refunded"]
     created_at: datetime

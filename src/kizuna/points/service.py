@@ -42,6 +42,9 @@ from kizuna.ledger.schemas import (
     CurrencyCreate,
     CurrencyKind,
     MerchantTerms,
+    PurchaseCreate,
+    PurchasePublic,
+    PurchaseRules,
     SettlementPublic,
     TransferCreate,
     TransferPublic,
@@ -76,8 +79,10 @@ from kizuna.points.schemas import (
     PaymentIn,
     Programme,
     ProgrammeCreate,
+    PurchaseProgrammeCreate,
     Resident,
     ResidentCreate,
+    SaleIn,
     Shop,
     ShopCreate,
     ThanksIn,
@@ -92,6 +97,7 @@ CACHE_SECONDS = 5
 HOLD_SECONDS = 300  # a payment's hold lasts 5 minutes (then the ledger's job voids it)
 ONE_OFF_QR_SECONDS = 300  # a shop's one-off QR with an amount is valid 5 minutes
 BUDGETS = ("eco", "volunteer", "coupon")
+PREMIUM_BUDGET = "budget:premium"  # in the purchased currency: the city's premium cost
 STAFF_ROLES = ("admin", "clerk", "viewer")
 
 # Emission factors every new programme starts with (versioned; staff add newer years).
@@ -293,6 +299,53 @@ class Wallet:
     pending: int
     expiring: list[tuple[datetime, int]]
     history: list[dict[str, Any]]
+    # 地域ポイント (None when the programme sells none): balance, available, what expires when
+    purchased: Purse | None = None
+
+
+@dataclass
+class Purse:
+    currency: str
+    name_ja: str
+    name_en: str
+    balance: int
+    available: int
+    expiring: list[tuple[datetime, int]]
+
+
+@dataclass
+class Sale:
+    """A counter sale as recorded (``replay``: the same receipt was sold before)."""
+
+    receipt: str
+    resident: Resident
+    purchase: PurchasePublic
+    replay: bool
+
+
+def purchased_wallet(resident: Resident, currency: str) -> str:
+    return f"{resident.wallet}:{currency}"
+
+
+def purchased_shop_account(shop: Shop, currency: str) -> str:
+    return f"{shop.account}:{currency}"
+
+
+def shop_code_of(account: str) -> str:
+    """``shop:<code>`` or ``shop:<code>:<purchased currency>`` → ``<code>``."""
+    return account.removeprefix("shop:").split(":", 1)[0]
+
+
+def payment_parts(points: int, discount: int, purchased: int) -> list[tuple[str, str]]:
+    """The holds of a payment as (part, id suffix): administrative points from the wallet,
+    the coupon's discount, purchased points — each present when > 0, suffixes "", "2", "3"
+    in that order (a payment without purchased points keeps its former ids)."""
+    present = [
+        part
+        for part, n in (("pt", points - purchased), ("coupon", discount), ("rp", purchased))
+        if n > 0
+    ]
+    return [(part, "" if i == 0 else str(i + 1)) for i, part in enumerate(present)]
 
 
 @dataclass
@@ -313,6 +366,7 @@ class PayPlan:
     points: int
     use_n: int | None
     items: list[TransferCreate]
+    purchased: int = 0
 
 
 @dataclass
@@ -325,6 +379,7 @@ class ConfirmPlan:
     points: int
     expires: datetime
     items: list[TransferCreate]
+    purchased: int = 0
 
 
 @dataclass
@@ -336,7 +391,9 @@ class Dashboard:
     co2_by_action: dict[str, float]
     spent_by_town: dict[str, int]
     active: dict[str, int]  # month → residents who earned or spent
-    outstanding: int
+    outstanding: int  # administrative points in wallets
+    outstanding_purchased: int = 0  # 地域ポイント in wallets (the city owes shops for them)
+    purchase_currency: str | None = None
     totals: dict[str, float] = field(default_factory=dict)
 
 
@@ -428,9 +485,173 @@ class Points:
             eligible_towns=list(row.eligible_towns or []),
             thanks_daily_limit=row.thanks_daily_limit,
             volunteer_year_cap=row.volunteer_year_cap,
+            purchase_currency=row.purchase_currency,
         )
         self._programmes[tenant] = out
         return out
+
+    def setup_purchase(self, tenant: str, spec: PurchaseProgrammeCreate) -> Programme:
+        """Start selling 地域ポイント: the purchased currency with its premium and expiry,
+        per-resident limits, the premium budget (funded once) and a merchant account per
+        shop. Safe to run again; limits may be changed by running it with new ones."""
+        self.programme(tenant)  # a purchased currency sits beside the programme's own
+        cur = spec.currency
+        self.ledger.create_currency(
+            tenant,
+            CurrencyCreate(
+                code=cur,
+                name_ja=spec.name_ja,
+                name_en=spec.name_en,
+                kind=CurrencyKind.PURCHASED,
+                expiry_days=spec.expiry_days,
+                premium_bp=spec.premium_bp,
+            ),
+        )
+        self.ledger.set_purchase_rules(
+            tenant,
+            cur,
+            PurchaseRules(
+                max_yen_per_purchase=spec.max_yen_per_purchase,
+                max_yen_per_year=spec.max_yen_per_year,
+            ),
+        )
+        self.ledger.open_account(
+            tenant,
+            AccountCreate(
+                code=PREMIUM_BUDGET, currency=cur, kind=AccountKind.BUDGET, name=spec.name_ja
+            ),
+        )
+        if spec.premium_budget:
+            self._post(
+                tenant,
+                TransferCreate(
+                    id=_tid(tenant, "initial-budget", PREMIUM_BUDGET),
+                    debit_account=system_accounts(cur)["issuance"],
+                    credit_account=PREMIUM_BUDGET,
+                    amount=spec.premium_budget,
+                    currency=cur,
+                    code="budget",
+                ),
+            )
+        with writer(self.engine).begin() as conn:
+            conn.execute(
+                update(programmes)
+                .where(programmes.c.tenant_id == tenant)
+                .values(purchase_currency=cur)
+            )
+        self._programmes.pop(tenant, None)
+        for shop in self.list_shops(tenant):
+            self._open_purchased_shop(tenant, shop, cur)
+        return self.programme(tenant)
+
+    def purchase_terms(self, tenant: str) -> Any:
+        """The purchased currency as the ledger has it (premium, expiry, limits), or None."""
+        cur = self.programme(tenant).purchase_currency
+        return next((c for c in self.ledger.list_currencies(tenant) if c.code == cur), None)
+
+    def sell(self, tenant: str, spec: SaleIn) -> Sale:
+        """Record a counter sale: the resident paid ``yen`` in cash; their 地域ポイント
+        wallet gets yen + premium. The receipt number is the idempotency key: the same
+        receipt again returns the first sale; with another amount or resident → refused."""
+        prog = self.programme(tenant)
+        cur = prog.purchase_currency
+        if cur is None:
+            raise error(
+                "no-purchase",
+                "この自治体では地域ポイントを販売していません。",
+                "This municipality sells no regional points.",
+                404,
+            )
+        resident = self.resident_by_code(tenant, spec.member_code)
+        if resident is None:
+            raise error(
+                "member-not-found",
+                "その会員番号の方は見つかりません。番号をご確認ください（販売していません）。",
+                "No resident has that member code (nothing was sold).",
+                404,
+            )
+        if not resident.verified:
+            raise error(
+                "not-verified",
+                "この方は実名の確認がまだです。本人確認を済ませてから販売してください（販売していません）。",
+                "This resident is not verified yet (nothing was sold).",
+                403,
+            )
+        wallet = purchased_wallet(resident, cur)
+        self.ledger.open_account(
+            tenant, AccountCreate(code=wallet, currency=cur, kind=AccountKind.RESIDENT)
+        )
+        try:
+            done = self.ledger.purchase(
+                tenant,
+                PurchaseCreate(
+                    id=_tid(tenant, "sale", spec.receipt),
+                    currency=cur,
+                    account=wallet,
+                    yen=spec.yen,
+                    premium_account=PREMIUM_BUDGET,
+                    ref=spec.receipt,
+                    memo=_memo(m=resident.member_code),
+                ),
+            )
+        except Problem as exc:
+            raise _sale_refused(exc, spec) from None
+        return Sale(spec.receipt, resident, done, replay=not done.created)
+
+    def purchased_this_year(self, tenant: str, resident: Resident) -> int:
+        """Yen the resident has paid for 地域ポイント this fiscal year (for the counter)."""
+        cur = self.programme(tenant).purchase_currency
+        if cur is None:
+            return 0
+        self.sync(tenant)
+        fy = fiscal_year(today())
+        start = datetime(fy, 4, 1, tzinfo=JST).astimezone(UTC)
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.coalesce(func.sum(moves.c.amount), 0)).where(
+                        moves.c.tenant_id == tenant,
+                        moves.c.credit == purchased_wallet(resident, cur),
+                        moves.c.code == "purchase",
+                        moves.c.at >= start,
+                    )
+                ).scalar_one()
+            )
+
+    def recent_sales(self, tenant: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest counter sales (yen and premium per receipt), newest first."""
+        self.sync(tenant)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(moves)
+                .where(moves.c.tenant_id == tenant, moves.c.code.in_(("purchase", "premium")))
+                .order_by(moves.c.seq.desc())
+                .limit(limit * 2)
+            ).all()
+        sales: dict[str, dict[str, Any]] = {}
+        for r in reversed(rows):
+            sale = sales.setdefault(
+                r.ref or r.transfer_id,
+                {
+                    "receipt": r.ref,
+                    "at": r.at,
+                    "member_code": _parse_memo(r.memo).get("m", ""),
+                    "yen": 0,
+                    "premium": 0,
+                },
+            )
+            sale["yen" if r.code == "purchase" else "premium"] += r.amount
+        return sorted(sales.values(), key=lambda s: s["at"], reverse=True)[:limit]
+
+    def _open_purchased_shop(self, tenant: str, shop: Shop, currency: str) -> None:
+        account = purchased_shop_account(shop, currency)
+        self.ledger.open_account(
+            tenant,
+            AccountCreate(
+                code=account, currency=currency, kind=AccountKind.MERCHANT, name=shop.name
+            ),
+        )
+        self.ledger.set_merchant_terms(tenant, account, _terms(shop))
 
     def has_programme(self, tenant: str) -> bool:
         try:
@@ -597,20 +818,11 @@ class Points:
                 code=account, currency=prog.currency, kind=AccountKind.MERCHANT, name=spec.name
             ),
         )
-        self.ledger.set_merchant_terms(
-            tenant,
-            account,
-            MerchantTerms(
-                fee_bp=spec.fee_bp,
-                bank_code=spec.bank_code,
-                branch_code=spec.branch_code,
-                account_type=spec.account_type,
-                account_number=spec.account_number,
-                holder_kana=spec.holder_kana,
-            ),
-        )
         shop = self.shop(tenant, spec.code)
         assert shop is not None
+        self.ledger.set_merchant_terms(tenant, account, _terms(shop))
+        if prog.purchase_currency:
+            self._open_purchased_shop(tenant, shop, prog.purchase_currency)
         return shop
 
     def shop(self, tenant: str, code: str) -> Shop | None:
@@ -1334,42 +1546,61 @@ class Points:
             coupon = self.coupon(tenant, spec.coupon)
             discount, use_n = self._take_coupon(tenant, resident, shop, coupon, spec)
         points = spec.amount - discount
-        memo = _memo(m=resident.member_code, bill=spec.amount, d=discount, c=spec.coupon)
+        purchased = self._purchased_part(tenant, prog, resident, points)
+        # A split depends on balances, which a first tap has changed: a second tap is
+        # answered from the hold the first one made, not planned again.
+        if purchased and self._transfer(tenant, _tid(tenant, "pay", spec.id, "hold")):
+            return self._replayed(tenant, resident, spec.id)
+        memo = _memo(
+            m=resident.member_code, bill=spec.amount, d=discount, c=spec.coupon, r=purchased or None
+        )
+        cur = prog.purchase_currency or ""
+        legs = {  # part → (debit, credit, amount, currency, code)
+            "pt": (resident.wallet, shop.account, points - purchased, prog.currency, "payment"),
+            "coupon": ("budget:coupon", shop.account, discount, prog.currency, "coupon"),
+            "rp": (
+                purchased_wallet(resident, cur),
+                purchased_shop_account(shop, cur),
+                purchased,
+                cur,
+                "payment",
+            ),
+        }
+        parts = payment_parts(points, discount, purchased)
         items = []
-        hold = _tid(tenant, "pay", spec.id, "hold")
-        if points > 0:
+        for i, (part, suffix) in enumerate(parts):
+            debit, credit, amount, currency, code = legs[part]
             items.append(
                 TransferCreate(
-                    id=hold,
-                    debit_account=resident.wallet,
-                    credit_account=shop.account,
-                    amount=points,
-                    currency=prog.currency,
-                    code="payment",
+                    id=_tid(tenant, "pay", spec.id, "hold" + suffix),
+                    debit_account=debit,
+                    credit_account=credit,
+                    amount=amount,
+                    currency=currency,
+                    code=code,
                     pending=True,
                     timeout_seconds=HOLD_SECONDS,
                     ref=spec.id,
                     memo=memo,
+                    linked=i < len(parts) - 1,
                 )
             )
-        if discount > 0:
-            items.append(
-                TransferCreate(
-                    id=_tid(tenant, "pay", spec.id, "hold2") if items else hold,
-                    debit_account="budget:coupon",
-                    credit_account=shop.account,
-                    amount=discount,
-                    currency=prog.currency,
-                    code="coupon",
-                    pending=True,
-                    timeout_seconds=HOLD_SECONDS,
-                    ref=spec.id,
-                    memo=memo,
-                )
-            )
-        if len(items) == 2:
-            items[0] = items[0].model_copy(update={"linked": True})
-        return PayPlan(spec, shop, discount, points, use_n, items)
+        return PayPlan(spec, shop, discount, points, use_n, items, purchased)
+
+    def _purchased_part(self, tenant: str, prog: Programme, resident: Resident, points: int) -> int:
+        """How much of a payment the 地域ポイント wallet pays: administrative points go
+        first (they are free and the city's to lose), purchased points pay the rest."""
+        if not prog.purchase_currency or points <= 0:
+            return 0
+        wallets = [resident.wallet, purchased_wallet(resident, prog.purchase_currency)]
+        administrative, purchased = self.ledger.spendable(tenant, wallets).values()
+        if administrative >= points:
+            return 0
+        return min(points - administrative, purchased)
+
+    def spendable(self, tenant: str, wallet: str) -> int:
+        """Unexpired, unheld points of a wallet (what the ledger lets it spend now)."""
+        return self.ledger.spendable(tenant, [wallet])[wallet]
 
     def _post_plan(self, tenant: str, plan: PayPlan) -> TransferResult:
         if len(plan.items) == 1:
@@ -1382,11 +1613,21 @@ class Points:
         """What to tell the resident when the ledger refused the hold (nothing moved)."""
         if plan.use_n is not None:
             self._release_coupon(plan.spec.id)
+        if exc.code == "id-conflict":  # two taps raced: the other one holds this payment
+            return error(
+                "payment-in-progress",
+                "このお支払いはすでに受け付けています。画面を読み込み直してください。",
+                "This payment is already being processed. Reload the page.",
+                409,
+            )
         if exc.code != "insufficient-funds":
             return exc
-        balance = self.ledger.get_account(tenant, resident.wallet).available
-        items, points = plan.items, plan.points
-        if items[0].debit_account == "budget:coupon" or (len(items) == 2 and balance >= points):
+        prog = self.programme(tenant)
+        balance = self.spendable(tenant, resident.wallet)
+        if prog.purchase_currency:
+            balance += self.spendable(tenant, purchased_wallet(resident, prog.purchase_currency))
+        points = plan.points
+        if plan.discount and balance >= points:
             return error(
                 "coupon-budget", "クーポンの予算が終了しました。", "The coupon budget is used up."
             )
@@ -1411,6 +1652,7 @@ class Points:
             amount=spec.amount,
             discount=plan.discount,
             points=plan.points,
+            purchased=plan.purchased,
             coupon=spec.coupon,
             status="authorized",
             created_at=first.transfer.timestamp,
@@ -1554,32 +1796,27 @@ class Points:
         if hold is None or memo.get("m") != resident.member_code:
             raise error("payment-not-found", "お支払いが見つかりません。", "No such payment.", 404)
         bill, discount = int(memo.get("bill", hold.amount)), int(memo.get("d", 0))
-        points = bill - discount
+        points, purchased = bill - discount, int(memo.get("r", 0))
         expires = hold.timestamp + timedelta(seconds=hold.timeout_seconds or HOLD_SECONDS)
         if expires <= now():  # the ledger refuses it too; its job voids the hold soon
             found = self.payment(tenant, payment_id)
             if found is not None and found.status in ("completed", "refunded"):
                 return found.model_copy(update={"replay": True})
             raise error("pending-expired", *LEDGER_MESSAGES["pending-expired"], status=410)
+        parts = payment_parts(points, discount, purchased)
         items = [
             TransferCreate(
-                id=_tid(tenant, "pay", payment_id, "post"),
-                post_pending_id=_tid(tenant, "pay", payment_id, "hold"),
-                code="payment" if points else "coupon",
+                id=_tid(tenant, "pay", payment_id, "post" + suffix),
+                post_pending_id=_tid(tenant, "pay", payment_id, "hold" + suffix),
+                code="coupon" if part == "coupon" else "payment",
                 ref=payment_id,
+                linked=i < len(parts) - 1,
             )
+            for i, (part, suffix) in enumerate(parts)
         ]
-        if points and discount:
-            items[0] = items[0].model_copy(update={"linked": True})
-            items.append(
-                TransferCreate(
-                    id=_tid(tenant, "pay", payment_id, "post2"),
-                    post_pending_id=_tid(tenant, "pay", payment_id, "hold2"),
-                    code="coupon",
-                    ref=payment_id,
-                )
-            )
-        return ConfirmPlan(payment_id, hold, memo, bill, discount, points, expires, items)
+        return ConfirmPlan(
+            payment_id, hold, memo, bill, discount, points, expires, items, purchased
+        )
 
     def confirm_refused(self, tenant: str, payment_id: str, exc: PointsError) -> PointsError:
         if exc.code == "pending-expired":
@@ -1608,7 +1845,7 @@ class Points:
                     .where(coupon_uses.c.payment_id == plan.payment_id)
                     .values(state="used")
                 )
-        shop_code = plan.hold.credit_account.removeprefix("shop:")
+        shop_code = shop_code_of(plan.hold.credit_account)
         shop = self.shop(tenant, shop_code)
         return Payment(
             id=plan.payment_id,
@@ -1618,6 +1855,7 @@ class Points:
             amount=plan.bill,
             discount=plan.discount,
             points=plan.points,
+            purchased=plan.purchased,
             coupon=plan.memo.get("c"),
             status="completed",
             created_at=plan.hold.timestamp,
@@ -1633,21 +1871,13 @@ class Points:
         if payment.status in ("authorized", "expired"):
             items = [
                 TransferCreate(
-                    id=_tid(tenant, "pay", payment_id, "void"),
-                    void_pending_id=_tid(tenant, "pay", payment_id, "hold"),
+                    id=_tid(tenant, "pay", payment_id, "void" + suffix),
+                    void_pending_id=_tid(tenant, "pay", payment_id, "hold" + suffix),
                     code="cancel",
                     ref=payment_id,
                 )
+                for _, suffix in payment_parts(payment.points, payment.discount, payment.purchased)
             ]
-            if payment.points and payment.discount:
-                items.append(
-                    TransferCreate(
-                        id=_tid(tenant, "pay", payment_id, "void2"),
-                        void_pending_id=_tid(tenant, "pay", payment_id, "hold2"),
-                        code="cancel",
-                        ref=payment_id,
-                    )
-                )
             for result in self.ledger.post_transfers(tenant, items):
                 if not result.ok and result.error and "already-resolved" not in result.error.type:
                     raise ledger_error(result)
@@ -1674,33 +1904,38 @@ class Points:
         prog = self.programme(tenant)
         resident = self.resident_by_code(tenant, payment.member_code)
         assert resident is not None
+        cur = prog.purchase_currency or ""
+        legs = {  # part → (debit, credit, amount, currency): each hold given back
+            "pt": (
+                shop.account,
+                resident.wallet,
+                payment.points - payment.purchased,
+                prog.currency,
+            ),
+            "coupon": (shop.account, "budget:coupon", payment.discount, prog.currency),
+            "rp": (
+                purchased_shop_account(shop, cur),
+                purchased_wallet(resident, cur),
+                payment.purchased,
+                cur,
+            ),
+        }
+        parts = payment_parts(payment.points, payment.discount, payment.purchased)
         items = []
-        if payment.points:
+        for i, (part, suffix) in enumerate(parts):
+            debit, credit, amount, currency = legs[part]
             items.append(
                 TransferCreate(
-                    id=_tid(tenant, "pay", payment_id, "refund"),
-                    debit_account=shop.account,
-                    credit_account=resident.wallet,
-                    amount=payment.points,
-                    currency=prog.currency,
+                    id=_tid(tenant, "pay", payment_id, "refund" + suffix),
+                    debit_account=debit,
+                    credit_account=credit,
+                    amount=amount,
+                    currency=currency,
                     code="refund",
                     ref=payment_id,
+                    linked=i < len(parts) - 1,
                 )
             )
-        if payment.discount:
-            items.append(
-                TransferCreate(
-                    id=_tid(tenant, "pay", payment_id, "refund2" if items else "refund"),
-                    debit_account=shop.account,
-                    credit_account="budget:coupon",
-                    amount=payment.discount,
-                    currency=prog.currency,
-                    code="refund",
-                    ref=payment_id,
-                )
-            )
-        if len(items) == 2:
-            items[0] = items[0].model_copy(update={"linked": True})
         self.post_chain(tenant, items)
         self._release_coupon(payment_id)
         found = self.payment(tenant, payment_id)
@@ -1715,7 +1950,7 @@ class Points:
             return None
         memo = _parse_memo(hold.memo)
         bill, discount = int(memo.get("bill", hold.amount)), int(memo.get("d", 0))
-        shop_code = hold.credit_account.removeprefix("shop:")
+        shop_code = shop_code_of(hold.credit_account)
         shop = self.shop(tenant, shop_code)
         expires = hold.timestamp + timedelta(seconds=hold.timeout_seconds or HOLD_SECONDS)
         if self._transfer(tenant, _tid(tenant, "pay", payment_id, "post")):
@@ -1735,6 +1970,7 @@ class Points:
             amount=bill,
             discount=discount,
             points=bill - discount,
+            purchased=int(memo.get("r", 0)),
             coupon=memo.get("c"),
             status=status,  # type: ignore[arg-type]
             created_at=hold.timestamp,
@@ -1823,13 +2059,17 @@ class Points:
     def wallet(self, tenant: str, resident: Resident, history: int = 30) -> Wallet:
         account = self.ledger.get_account(tenant, resident.wallet)
         expiring = [(e.expires_at, e.amount) for e in self.ledger.expiring(tenant, resident.wallet)]
+        purse = self._purse(tenant, resident)
+        wallets = [resident.wallet] + (
+            [purchased_wallet(resident, purse.currency)] if purse else []
+        )
         self.sync(tenant)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(moves)
                 .where(
                     moves.c.tenant_id == tenant,
-                    or_(moves.c.debit == resident.wallet, moves.c.credit == resident.wallet),
+                    or_(moves.c.debit.in_(wallets), moves.c.credit.in_(wallets)),
                     moves.c.kind.in_(("posted", "post")),
                 )
                 .order_by(moves.c.seq.desc())
@@ -1845,12 +2085,13 @@ class Points:
             )
         items = []
         for r in rows:
-            incoming = r.credit == resident.wallet
+            incoming = r.credit in wallets
             other = r.debit if incoming else r.credit
             items.append(
                 {
                     "at": r.at,
                     "code": r.code,
+                    "purchased": (r.credit if incoming else r.debit) != resident.wallet,
                     "amount": r.amount if incoming else -r.amount,
                     "other": names.get(other, ""),
                     "message": texts.get(r.memo, "") if r.code == "thanks" else "",
@@ -1863,28 +2104,59 @@ class Points:
             pending=account.debits_pending,
             expiring=expiring,
             history=items,
+            purchased=purse,
+        )
+
+    def _purse(self, tenant: str, resident: Resident) -> Purse | None:
+        """The resident's 地域ポイント wallet (zero until their first purchase)."""
+        terms = self.purchase_terms(tenant)
+        if terms is None:
+            return None
+        code = purchased_wallet(resident, terms.code)
+        try:
+            account = self.ledger.get_account(tenant, code)
+        except Problem as exc:
+            if exc.status != 404:
+                raise
+            return Purse(terms.code, terms.name_ja, terms.name_en, 0, 0, [])
+        return Purse(
+            terms.code,
+            terms.name_ja,
+            terms.name_en,
+            account.balance,
+            account.available,
+            [(e.expires_at, e.amount) for e in self.ledger.expiring(tenant, code)],
         )
 
     def _names(self, conn: Any, tenant: str, rows: list[Any]) -> dict[str, str]:
         codes = {c for r in rows for c in (r.debit, r.credit)}
-        members = [c.removeprefix("resident:") for c in codes if c.startswith("resident:")]
-        shop_codes = [c.removeprefix("shop:") for c in codes if c.startswith("shop:")]
+        members = {c: c.split(":")[1] for c in codes if c.startswith("resident:")}
+        shop_codes = {c: shop_code_of(c) for c in codes if c.startswith("shop:")}
         out = {}
         if members:
-            for code, name in conn.execute(
-                select(residents.c.member_code, residents.c.real_name).where(
-                    residents.c.member_code.in_(members)
-                )
-            ):
-                out[f"resident:{code}"] = name
+            found = dict(
+                conn.execute(
+                    select(residents.c.member_code, residents.c.real_name).where(
+                        residents.c.member_code.in_(set(members.values()))
+                    )
+                ).all()
+            )
+            out.update({c: found[m] for c, m in members.items() if m in found})
         if shop_codes:
-            for code, name in conn.execute(
-                select(shops.c.code, shops.c.name).where(
-                    shops.c.tenant_id == tenant, shops.c.code.in_(shop_codes)
-                )
-            ):
-                out[f"shop:{code}"] = name
+            found = dict(
+                conn.execute(
+                    select(shops.c.code, shops.c.name).where(
+                        shops.c.tenant_id == tenant, shops.c.code.in_(set(shop_codes.values()))
+                    )
+                ).all()
+            )
+            out.update({c: found[s] for c, s in shop_codes.items() if s in found})
         return out
+
+    def shop_accounts(self, tenant: str, shop: Shop) -> list[str]:
+        """The shop's merchant accounts: administrative points, then purchased ones."""
+        cur = self.programme(tenant).purchase_currency
+        return [shop.account] + ([purchased_shop_account(shop, cur)] if cur else [])
 
     # --- the read model of the ledger ----------------------------------------------------------
 
@@ -1932,7 +2204,10 @@ class Points:
                 select(moves)
                 .where(
                     moves.c.tenant_id == tenant,
-                    or_(moves.c.credit == shop.account, moves.c.debit == shop.account),
+                    or_(
+                        moves.c.credit.in_(self.shop_accounts(tenant, shop)),
+                        moves.c.debit.in_(self.shop_accounts(tenant, shop)),
+                    ),
                     moves.c.at >= start,
                     moves.c.at < end,
                     moves.c.kind.in_(("posted", "post")),
@@ -1968,15 +2243,22 @@ class Points:
         out = []
         day = today().replace(day=1)
         for _ in range(months):
-            out.append(self.ledger.statement(tenant, shop.account, day))
+            parts = [
+                self.ledger.statement(tenant, a, day) for a in self.shop_accounts(tenant, shop)
+            ]
+            out.append(_combined(parts))
             day = (day - timedelta(days=1)).replace(day=1)
         return out
 
     # --- settlement ----------------------------------------------------------------------------
 
     def month_statements(self, tenant: str, month: date) -> list[tuple[Shop, SettlementPublic]]:
+        """Each shop's statement of the month per merchant account (行政ポイント, and
+        地域ポイント when sold: the city pays shops for both)."""
         return [
-            (s, self.ledger.statement(tenant, s.account, month)) for s in self.list_shops(tenant)
+            (s, self.ledger.statement(tenant, account, month))
+            for s in self.list_shops(tenant)
+            for account in self.shop_accounts(tenant, s)
         ]
 
     def settle_month(self, tenant: str, month: date) -> list[tuple[Shop, SettlementPublic | None]]:
@@ -1993,13 +2275,14 @@ class Points:
             )
         out: list[tuple[Shop, SettlementPublic | None]] = []
         for shop in self.list_shops(tenant):
-            try:
-                out.append((shop, self.ledger.settle(tenant, shop.account, start)))
-            except Problem as exc:
-                if exc.type.endswith(":nothing-to-settle"):
-                    out.append((shop, None))
-                else:
-                    raise
+            for account in self.shop_accounts(tenant, shop):
+                try:
+                    out.append((shop, self.ledger.settle(tenant, account, start)))
+                except Problem as exc:
+                    if exc.type.endswith(":nothing-to-settle"):
+                        out.append((shop, None))
+                    else:
+                        raise
         return out
 
     def is_settled(self, tenant: str, statement: SettlementPublic) -> bool:
@@ -2074,7 +2357,16 @@ class Points:
             day = (day - timedelta(days=1)).replace(day=1)
         labels.reverse()
         flows: dict[str, dict[str, int]] = {
-            m: {"issued": 0, "spent": 0, "coupon": 0, "expired": 0, "refunded": 0, "thanks": 0}
+            m: {
+                "issued": 0,
+                "spent": 0,
+                "coupon": 0,
+                "expired": 0,
+                "refunded": 0,
+                "thanks": 0,
+                "sold_yen": 0,
+                "premium": 0,
+            }
             for m in labels
         }
         active: dict[str, set[str]] = {m: set() for m in labels}
@@ -2100,6 +2392,8 @@ class Points:
                     "expiry": "expired",
                     "refund": "refunded",
                     "thanks": "thanks",
+                    "purchase": "sold_yen",
+                    "premium": "premium",
                 }.get(code)
                 if key:
                     flows[month][key] += int(amount or 0)
@@ -2115,7 +2409,7 @@ class Points:
             ):
                 for account in (debit, credit):
                     if account.startswith("resident:") and month in active:
-                        active[month].add(account)
+                        active[month].add(account.split(":")[1])  # either of their wallets
             for credit, amount in conn.execute(
                 select(moves.c.credit, func.sum(moves.c.amount))
                 .where(
@@ -2161,11 +2455,13 @@ class Points:
         spent_by_town: dict[str, int] = defaultdict(int)
         for account, amount in spent_by_shop.items():
             spent_by_town[towns.get(account.removeprefix("shop:"), "—")] += amount
-        outstanding = 0
+        outstanding = outstanding_purchased = 0
         after = None
+        prog = self.programme(tenant)
         while True:
             page = self.ledger.list_accounts(tenant, kind="resident", limit=1000, after=after)
-            outstanding += sum(a.balance for a in page)
+            outstanding += sum(a.balance for a in page if a.currency == prog.currency)
+            outstanding_purchased += sum(a.balance for a in page if a.currency != prog.currency)
             if len(page) < 1000:
                 break
             after = page[-1].code
@@ -2174,6 +2470,8 @@ class Points:
             "spent": sum(f["spent"] + f["coupon"] - f["refunded"] for f in flows.values()),
             "expired": sum(f["expired"] for f in flows.values()),
             "co2_kg": sum(co2_by_town.values()),
+            "sold_yen": sum(f["sold_yen"] for f in flows.values()),
+            "premium": sum(f["premium"] for f in flows.values()),
         }
         return Dashboard(
             months=labels,
@@ -2184,6 +2482,8 @@ class Points:
             spent_by_town=dict(sorted(spent_by_town.items(), key=lambda kv: -kv[1])),
             active={m: len(v) for m, v in active.items()},
             outstanding=outstanding,
+            outstanding_purchased=outstanding_purchased,
+            purchase_currency=prog.purchase_currency,
             totals=totals,
         )
 
@@ -2233,6 +2533,62 @@ class Points:
             if exc.status == 404:
                 return None
             raise
+
+
+def _combined(parts: list[SettlementPublic]) -> SettlementPublic:
+    """One month of a shop over its merchant accounts (fees are floored per account)."""
+    main = max(parts, key=lambda p: p.net)  # its settlement transfer says "paid"
+    return main.model_copy(
+        update={
+            k: sum(getattr(p, k) for p in parts)
+            for k in ("received", "refunded", "net", "fee_yen", "payable_yen")
+        }
+    )
+
+
+def _terms(shop: Shop) -> MerchantTerms:
+    return MerchantTerms(
+        fee_bp=shop.fee_bp,
+        bank_code=shop.bank_code,
+        branch_code=shop.branch_code,
+        account_type=shop.account_type,
+        account_number=shop.account_number,
+        holder_kana=shop.holder_kana,
+    )
+
+
+def _sale_refused(exc: Problem, spec: SaleIn) -> Problem:
+    """A refused sale in words for the counter clerk (nothing was sold)."""
+    code = exc.type.rsplit(":", 1)[-1]
+    extra = exc.extra
+    if code == "purchase-limit-exceeded" and extra.get("limit") == "per-purchase":
+        top = int(extra["max_yen"])
+        return error(
+            code,
+            f"1回に購入できるのは{top:,}円までです（販売していません）。",
+            f"At most ¥{top:,} per purchase (nothing was sold).",
+        )
+    if code == "purchase-limit-exceeded":
+        top, bought = int(extra["max_yen"]), int(extra["bought_yen"])
+        return error(
+            code,
+            f"お一人の年度の購入上限{top:,}円を超えます（今年度の購入 {bought:,}円、あと {max(top - bought, 0):,}円まで。販売していません）。",
+            f"Over the yearly limit of ¥{top:,} (¥{bought:,} bought; nothing was sold).",
+        )
+    if code == "premium-budget-exhausted":
+        return error(
+            code,
+            "プレミアム分の予算が終了したため、販売できません（販売していません）。",
+            "The premium budget is used up (nothing was sold).",
+        )
+    if code == "id-conflict":
+        return error(
+            "receipt-conflict",
+            f"受付番号 {spec.receipt} はすでに別の内容（金額または会員）で販売済みです。受付番号を確認してください（販売していません）。",
+            f"Receipt {spec.receipt} was used for another sale (nothing was sold).",
+            409,
+        )
+    return exc
 
 
 def _unverified() -> PointsError:
