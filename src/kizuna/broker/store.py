@@ -130,23 +130,26 @@ def _load_many(
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    stmt = select(*_COLUMNS).where(condition)
-    if conn.dialect.name == "postgresql":
-        # A join with the id list probes the (tenant, id) index once per id; `id IN
-        # (...)` was planned as a scan of the tenant's entities when statistics lagged
-        # behind a growing table, making each write batch cost the whole table.
-        keys = (
-            text(f"SELECT unnest({split_text('batch_ids')}) AS id")
-            .bindparams(batch_ids=joined_text(wanted))
-            .columns(id=String)
-            .subquery("batch")
-        )
-        stmt = stmt.join(keys, entities.c.id == keys.c.id)
-    else:
-        stmt = stmt.where(entities.c.id.in_(wanted))
-    stmt = stmt.order_by(entities.c.id)
-    if lock:
-        stmt = stmt.with_for_update(of=entities)
+    if conn.dialect.name != "postgresql":
+        stmt = select(*_COLUMNS).where(condition, entities.c.id.in_(wanted))
+        return {r.id: to_row(r) for r in conn.execute(stmt.order_by(entities.c.id))}
+    # One probe of the (tenant, id) index per id, whatever the statistics say: `id IN
+    # (...)` and a plain join with the id list were both planned as a scan or hash of the
+    # tenant's entities when statistics lagged behind a growing table (30 ms instead of
+    # 0.7 ms for 167 ids of 20,000), making each write batch cost the whole table. A
+    # LATERAL subquery with LIMIT 1 (and its own FOR UPDATE) cannot be flattened.
+    keys = (
+        text(f"SELECT unnest({split_text('batch_ids')}) AS id")
+        .bindparams(batch_ids=joined_text(wanted))
+        .columns(id=String)
+        .subquery("batch")
+    )
+    # Known gap: for an unlocked lookup with stale statistics PostgreSQL 15 may still pick
+    # the (tenant, type, id) index, which scans the tenant's entries for each id; the
+    # locked lookups of the write paths are planned on the unique index (a test checks).
+    one = select(*_COLUMNS).where(condition, entities.c.id == keys.c.id).limit(1)
+    found = (one.with_for_update() if lock else one).lateral("found")
+    stmt = select(found).select_from(keys).join(found, true()).order_by(found.c.id)
     return {r.id: to_row(r) for r in conn.execute(stmt)}
 
 
