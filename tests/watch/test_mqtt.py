@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
 
 import orjson
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from kizuna.watch.ingest import Message, MqttIngestor
 from kizuna.watch.models import detections
@@ -128,6 +134,108 @@ def test_a_broker_restart_mid_stream_loses_no_qos1_detection(sqlite_engine, tmp_
         pub.disconnect()
         ingestor.stop()
         broker.stop()
+        town.client.__exit__(None, None, None)
+
+
+@pytest.mark.skipif(not MOSQUITTO.exists(), reason="/usr/sbin/mosquitto is not installed")
+def test_stored_messages_are_acknowledged_so_a_resumed_session_gets_no_repeats(
+    sqlite_engine, tmp_path
+):
+    broker = PrivateMosquitto(tmp_path)
+    broker.start()
+    town = build_town(sqlite_engine, tmp_path)
+    client_id = f"kz-ack-{uuid.uuid4().hex[:8]}"
+
+    def consumer() -> MqttIngestor:
+        ingestor = MqttIngestor(
+            town.watch, town.watch.flood, broker.url, prefix="kzack", client_id=client_id
+        )
+        ingestor.start()
+        assert ingestor.wait_connected(10)
+        return ingestor
+
+    pub = publisher(broker.port, f"kz-ack-pub-{uuid.uuid4().hex[:8]}")
+    topic = f"kzack/{town.tenant}/rx-1/detections"
+    key, tag = _key(town, "rx-1"), town.tags["hanako"]
+    first = consumer()
+    try:
+        for n in range(50):
+            pub.publish(topic, orjson.dumps({"key": key, **detection(n, tag)}), qos=1)
+        assert wait_for(lambda: first.stats.accepted == 50, timeout=30), first.stats.snapshot()
+        time.sleep(0.5)  # the PUBACKs of the last batch are on their way
+        first.stop()
+        second = consumer()  # the same session: whatever was not acknowledged comes again
+        pub.publish(topic, orjson.dumps({"key": key, **detection(50, tag)}), qos=1)
+        assert wait_for(lambda: second.stats.accepted == 1, timeout=30), second.stats.snapshot()
+        time.sleep(0.5)
+        assert second.stats.duplicates == 0, second.stats.snapshot()
+        assert _stored(town) == 51
+        second.stop()
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        broker.stop()
+        town.client.__exit__(None, None, None)
+
+
+def test_while_storage_is_unavailable_nothing_is_acknowledged_or_dropped(sqlite_engine, tmp_path):
+    require_service("Mosquitto", "127.0.0.1", 1883)
+    town = build_town(sqlite_engine, tmp_path)
+    prefix = f"kzdown{uuid.uuid4().hex[:6]}"
+    store = town.watch.store
+    failures = []
+
+    def flaky_store(prepared):  # noqa: ANN001, ANN202
+        if len(failures) < 2:
+            failures.append(1)
+            raise OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+        return store(prepared)
+
+    town.watch.store = flaky_store
+    ingestor = _ingestor(town, "mqtt://127.0.0.1:1883", prefix)
+    pub = publisher(1883, f"kz-down-{uuid.uuid4().hex[:8]}")
+    try:
+        topic = f"{prefix}/{town.tenant}/rx-1/detections"
+        key, tag = _key(town, "rx-1"), town.tags["hanako"]
+        for n in range(20):
+            pub.publish(topic, orjson.dumps({"key": key, **detection(n, tag)}), qos=1)
+        assert wait_for(lambda: _stored(town) == 20, timeout=30), ingestor.stats.snapshot()
+        stats = ingestor.stats.snapshot()
+        assert stats["store_retries"] >= 2
+        assert (stats["messages"], stats["accepted"], stats["rejected_total"]) == (20, 20, 0)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        ingestor.stop()
+        town.client.__exit__(None, None, None)
+
+
+def test_mqtt5_publish_properties_do_not_disturb_the_payload(sqlite_engine, tmp_path):
+    require_service("Mosquitto", "127.0.0.1", 1883)
+    town = build_town(sqlite_engine, tmp_path)
+    prefix = f"kzprop{uuid.uuid4().hex[:6]}"
+    ingestor = _ingestor(town, "mqtt://127.0.0.1:1883", prefix)
+    pub = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"kz-prop-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5,
+    )
+    pub.connect("127.0.0.1", 1883)
+    pub.loop_start()
+    try:
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.ContentType = "application/json"
+        properties.UserProperty = [("firmware", "rx-2.1" * 40)]  # > 127 bytes of properties
+        body = {"key": _key(town, "rx-1"), **detection(1, town.tags["hanako"])}
+        topic = f"{prefix}/{town.tenant}/rx-1/detections"
+        pub.publish(topic, orjson.dumps(body), qos=1, properties=properties).wait_for_publish(5)
+        pub.publish(topic, orjson.dumps({**body, "id": "qos0-1"}), qos=0).wait_for_publish(5)
+        assert wait_for(lambda: _stored(town) == 2, timeout=30), ingestor.stats.snapshot()
+        assert ingestor.stats.snapshot()["rejected_total"] == 0
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        ingestor.stop()
         town.client.__exit__(None, None, None)
 
 

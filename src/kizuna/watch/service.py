@@ -468,7 +468,7 @@ class WatchService:
                     contributed[(row["tenant_id"], device.owner, jst_day(now))] += 1
         for (tenant, owner, day), count in contributed.items():
             self._count_volunteer(conn, tenant, owner, day, count)
-        # Beacons heard and devices' last contact (one statement per device or beacon).
+        # Beacons heard (one statement per beacon) and devices' last contact (per tenant).
         for p in prepared:
             for tag_id, heard in p.beacon_heard.items():
                 conn.execute(
@@ -480,11 +480,13 @@ class WatchService:
                     )
                     .values(last_heard_at=heard)
                 )
-        seen_devices = {(p.device.tenant, p.device.id) for p in prepared}
-        for tenant, device_id in sorted(seen_devices):
+        seen_devices: dict[str, set[str]] = defaultdict(set)
+        for p in prepared:
+            seen_devices[p.device.tenant].add(p.device.id)
+        for tenant, device_ids in sorted(seen_devices.items()):
             conn.execute(
                 update(devices)
-                .where(devices.c.tenant_id == tenant, devices.c.id == device_id)
+                .where(devices.c.tenant_id == tenant, devices.c.id.in_(sorted(device_ids)))
                 .values(last_seen_at=now)
             )
 
