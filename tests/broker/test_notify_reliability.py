@@ -177,12 +177,19 @@ def test_endpoint_down_for_a_while_then_up_receives_every_notification(server):
 PERIODIC = "urn:ngsi-ld:Subscription:periodic"
 
 
-def test_notifications_go_out_at_once_without_waiting_for_a_poll(pg_schema_url, tmp_path):
+@pytest.fixture
+def slow_poll_server(pg_schema_url: str, tmp_path: Path) -> Iterator[Server]:
+    """A server that polls the outbox once a minute: what arrives sooner was woken."""
+    s = Server(pg_schema_url, tmp_path)
+    s.env["KIZUNA_NOTIFY_POLL_INTERVAL"] = "60"
+    yield s.start()
+    s.stop()
+
+
+def test_notifications_go_out_at_once_without_waiting_for_a_poll(slow_poll_server):
     """The worker is woken after the COMMIT that wrote outbox rows (waking it before the
     COMMIT let its claim miss them until the next poll) and after periodic ones are due."""
-    server = Server(pg_schema_url, tmp_path)
-    server.env["KIZUNA_NOTIFY_POLL_INTERVAL"] = "60"
-    server.start()
+    server = slow_poll_server
     receiver = Receiver()
     try:
         _subscribe(server, receiver.url, accept="application/json")
@@ -204,29 +211,23 @@ def test_notifications_go_out_at_once_without_waiting_for_a_poll(pg_schema_url, 
         assert len([b for b in receiver.bodies if b["subscriptionId"] == PERIODIC]) >= 2
     finally:
         receiver.close()
-        server.stop()
 
 
-def test_retries_come_when_due_without_waiting_for_a_poll(pg_schema_url, tmp_path):
+def test_retries_come_when_due_without_waiting_for_a_poll(slow_poll_server):
     """A failed delivery wakes the worker when its retry is due, so a long poll interval
     (the idle cost) does not delay recovery."""
-    server = Server(pg_schema_url, tmp_path)
-    server.env["KIZUNA_NOTIFY_POLL_INTERVAL"] = "60"
-    server.start()
+    server = slow_poll_server
     port = free_port()
+    _subscribe(server, f"http://127.0.0.1:{port}/notify", accept="application/json")
+    _create_gauge(server)
+    _updates(server, 10)
+    time.sleep(1.5)  # deliveries fail and are retried (backoff 0.2 s doubling to 1 s)
+    receiver = Receiver(port=port)
     try:
-        _subscribe(server, f"http://127.0.0.1:{port}/notify", accept="application/json")
-        _create_gauge(server)
-        _updates(server, 10)
-        time.sleep(1.5)  # deliveries fail and are retried (backoff 0.2 s doubling to 1 s)
-        receiver = Receiver(port=port)
-        try:
-            got = _wait_levels(lambda: receiver.bodies, set(range(10)), timeout=15)
-            assert set(range(10)) <= got
-        finally:
-            receiver.close()
+        got = _wait_levels(lambda: receiver.bodies, set(range(10)), timeout=15)
+        assert set(range(10)) <= got
     finally:
-        server.stop()
+        receiver.close()
 
 
 def test_kill_9_with_notifications_pending_then_restart_delivers_every_one(server):
