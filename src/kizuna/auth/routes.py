@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import BaseModel, Field
 
 from kizuna.auth import service
 from kizuna.auth.service import Principal, Role
 from kizuna.problems import forbidden, not_found, unauthorized
+from kizuna.routing import ModuleRouter
 from kizuna.storage import writer
 from kizuna.tenancy.deps import CurrentPrincipal
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = ModuleRouter(prefix="/auth", tags=["auth"])
 
 # Roles a municipal staff member may hand out within their own municipality.
 _STAFF_GRANTABLE = {

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from kizuna.broker import geo
@@ -32,9 +32,10 @@ from kizuna.broker.http import (
 from kizuna.broker.ngsild import GEOJSON_TYPES, check_name, check_uri
 from kizuna.broker.service import BatchResult, Broker, Query, UpdateResult
 from kizuna.problems import Problem, bad_request, invalid_request
+from kizuna.routing import ModuleRouter
 from kizuna.tenancy.deps import ReadScope, WriteScope
 
-router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"])
+router = ModuleRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD"])
 
 
 def _broker(request: Request) -> Broker:

@@ -17,7 +17,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
@@ -25,11 +25,12 @@ from starlette.datastructures import UploadFile
 from kizuna.auth.service import Role
 from kizuna.energy import publish as publishing
 from kizuna.energy import runs as store
+from kizuna.routing import ModuleRouter
 from kizuna.tenancy.service import DEFAULT_TENANT
 from kizuna.web.session import FormUser, PageUser, WebUser
 from kizuna.web.templating import NavItem, render
 
-router = APIRouter(include_in_schema=False)
+router = ModuleRouter(include_in_schema=False)
 
 STAFF = frozenset({Role.MUNICIPAL_STAFF})  # platform admins always pass (NavItem, _may)
 NAV = [NavItem("/energy", "エネルギー地産地消", "Local energy", STAFF)]

@@ -12,7 +12,7 @@ from datetime import date
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
@@ -40,10 +40,11 @@ from kizuna.ledger.schemas import (
 from kizuna.ledger.service import MAX_BATCH, Ledger
 from kizuna.ledger.zengin import Originator
 from kizuna.problems import forbidden, unauthorized
+from kizuna.routing import ModuleRouter
 from kizuna.tenancy.deps import ReadScope, WriteScope
 from kizuna.tenancy.service import TenantScope
 
-router = APIRouter(prefix="/ledger", tags=["ledger"])
+router = ModuleRouter(prefix="/ledger", tags=["ledger"])
 _STAFF = {Role.PLATFORM_ADMIN, Role.MUNICIPAL_STAFF}
 
 

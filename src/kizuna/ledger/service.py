@@ -761,16 +761,18 @@ def _prepare(item: TransferCreate | dict[str, Any]) -> Item:
         return Item(None, invalid=(str(raw) if raw is not None else None, detail, linked))
 
 
+_debit, _credit = accounts.alias("d"), accounts.alias("c")
+# Built once: an alias's column collection is rebuilt on first use, which cost more than
+# the query itself when every call aliased the accounts table anew.
+_TRANSFERS_WITH_CODES = (
+    select(transfers, _debit.c.code.label("debit_code"), _credit.c.code.label("credit_code"))
+    .join(_debit, _debit.c.id == transfers.c.debit_id)
+    .join(_credit, _credit.c.id == transfers.c.credit_id)
+)
+
+
 def _transfer_rows(conn: Any, tenant: str, *conditions: Any) -> Any:
-    d = accounts.alias("d")
-    c = accounts.alias("c")
-    query = (
-        select(transfers, d.c.code.label("debit_code"), c.c.code.label("credit_code"))
-        .join(d, d.c.id == transfers.c.debit_id)
-        .join(c, c.c.id == transfers.c.credit_id)
-        .where(transfers.c.tenant_id == tenant, *conditions)
-    )
-    return _Query(conn, query)
+    return _Query(conn, _TRANSFERS_WITH_CODES.where(transfers.c.tenant_id == tenant, *conditions))
 
 
 class _Query:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from cachetools import LRUCache
-from fastapi import APIRouter, Form, HTTPException, Request, UploadFile
+from fastapi import Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -47,12 +47,13 @@ from kizuna.points.service import (
     hold_expiry_label,
     today,
 )
+from kizuna.routing import ModuleRouter
 from kizuna.tenancy.service import DEFAULT_TENANT
 from kizuna.web.i18n import request_lang
 from kizuna.web.session import FormUser, OptionalPageUser, PageUser, WebUser
 from kizuna.web.templating import NavItem, render
 
-router = APIRouter(include_in_schema=False)
+router = ModuleRouter(include_in_schema=False)
 
 RESIDENT = frozenset({Role.RESIDENT})
 MERCHANT = frozenset({Role.MERCHANT})

@@ -8,11 +8,10 @@ Japanese message (``ja`` / ``en`` carry both); nothing is moved when one is retu
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import jwt
-from fastapi import APIRouter, Header, Request
+from fastapi import Header, Request
 from fastapi.concurrency import run_in_threadpool
 
 from kizuna.auth.service import Role
@@ -20,10 +19,11 @@ from kizuna.points.publish import monthly_entities
 from kizuna.points.schemas import EcoLog, EcoLogIn, Payment, PaymentIn, Resident, ThanksIn
 from kizuna.points.service import Points, PointsError, error, ledger_error
 from kizuna.problems import forbidden
+from kizuna.routing import ModuleRouter
 from kizuna.tenancy.deps import ReadScope
 from kizuna.tenancy.service import TenantScope
 
-router = APIRouter(prefix="/points/api", tags=["points"])
+router = ModuleRouter(prefix="/points/api", tags=["points"])
 
 
 def _points(request: Request) -> Points:
@@ -93,7 +93,7 @@ async def _post(points: Points, tenant: str, items: list[Any]) -> Any:
     """A single transfer awaits the ledger's group commit without a thread; a linked chain
     (a payment with a coupon) is one ledger transaction in a worker thread."""
     if len(items) == 1:
-        result = await asyncio.wrap_future(points.ledger.submit_transfer(tenant, items[0]))
+        result = await points.ledger.post_transfer_async(tenant, items[0])
         return result if result.ok else ledger_error(result)
     try:
         return (await run_in_threadpool(points.post_chain, tenant, items))[0]

@@ -6,6 +6,7 @@ import re
 import time
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import orjson
 import psycopg
@@ -34,8 +35,15 @@ def _sqlite_regexp(pattern: str | None, value: object) -> bool | None:
     return _compiled(pattern).search(str(value)) is not None
 
 
-def create_engine_for(url: str, *, pool_size: int = 20) -> Engine:
+def create_engine_for(url: str, *, pool_size: int = 32) -> Engine:
     """An engine for ``url`` with the pragmas and pool Kizuna relies on.
+
+    The pool keeps ``pool_size`` connections and opens up to half as many again for a
+    burst (48 in all by default: a server's 40 request threads and its writer threads),
+    and lends the most recently returned connection first, so that a few warm connections
+    serve a light load while the rest stay idle. A smaller pool opened and closed a
+    connection per request under load: a PostgreSQL backend start and cold caches each
+    time (with 200 paying phones, 6 ms of PostgreSQL CPU per payment).
 
     SQLite runs in WAL mode with ``BEGIN IMMEDIATE`` for writes (see :func:`writer`),
     so concurrent writers queue on the busy timeout instead of failing to upgrade
@@ -47,8 +55,7 @@ def create_engine_for(url: str, *, pool_size: int = 20) -> Engine:
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=pool_size,
-            max_overflow=pool_size,
+            **_pool_options(pool_size),
         )
 
         @event.listens_for(engine, "connect")
@@ -74,8 +81,7 @@ def create_engine_for(url: str, *, pool_size: int = 20) -> Engine:
         url,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        **_pool_options(pool_size),
     )
 
     @event.listens_for(engine, "connect")
@@ -104,6 +110,10 @@ def create_engine_for(url: str, *, pool_size: int = 20) -> Engine:
             raise DisconnectionError("connection lost while idle") from exc
 
     return engine
+
+
+def _pool_options(pool_size: int) -> dict[str, Any]:
+    return {"pool_size": pool_size, "max_overflow": pool_size // 2, "pool_use_lifo": True}
 
 
 def writer(engine: Engine) -> Engine:

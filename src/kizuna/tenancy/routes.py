@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import BaseModel, Field
 
 from kizuna.auth.service import Role
 from kizuna.problems import forbidden, unauthorized
+from kizuna.routing import ModuleRouter
 from kizuna.tenancy.deps import CurrentPrincipal
 
-router = APIRouter(prefix="/tenancy", tags=["tenancy"])
+router = ModuleRouter(prefix="/tenancy", tags=["tenancy"])
 
 
 class TenantCreate(BaseModel):

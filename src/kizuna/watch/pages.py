@@ -15,12 +15,13 @@ from datetime import date, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from kizuna.auth.service import Role
 from kizuna.problems import Problem
+from kizuna.routing import ModuleRouter
 from kizuna.tenancy.service import DEFAULT_TENANT
 from kizuna.watch import maps, schemas
 from kizuna.watch.flood import LEVEL_NAMES, LEVEL_NAMES_EN, SPOT_LEVEL_NAMES
@@ -29,7 +30,7 @@ from kizuna.watch.service import PLACE_KIND_JA, WatchService, jst_day
 from kizuna.web.session import FormUser, OptionalPageUser, PageUser, WebUser
 from kizuna.web.templating import NavItem, render
 
-router = APIRouter(include_in_schema=False)
+router = ModuleRouter(include_in_schema=False)
 STAFF = frozenset({Role.MUNICIPAL_STAFF})
 NAV = [
     NavItem("/watch/flood", "河川・冠水", "Flood watch"),

@@ -11,16 +11,17 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import Body, Query, Request, Response
 
 from kizuna.problems import Problem, bad_request
+from kizuna.routing import ModuleRouter
 from kizuna.tenancy.deps import ReadScope
 from kizuna.tenancy.service import DEFAULT_TENANT
 from kizuna.watch import schemas
 from kizuna.watch.privacy import need_person, need_staff
 from kizuna.watch.service import Rejected, WatchService
 
-router = APIRouter(prefix="/watch/v1", tags=["watch (mimamori, flood)"])
+router = ModuleRouter(prefix="/watch/v1", tags=["watch (mimamori, flood)"])
 
 
 def _watch(request: Request) -> WatchService:

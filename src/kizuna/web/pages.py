@@ -5,17 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from kizuna.auth import service as auth
 from kizuna.problems import Problem
+from kizuna.routing import ModuleRouter
 from kizuna.storage import writer
 from kizuna.tenancy.service import DEFAULT_TENANT
 from kizuna.web.session import SESSION_COOKIE, FormUser, OptionalPageUser
 from kizuna.web.templating import render
 
-router = APIRouter(include_in_schema=False)
+router = ModuleRouter(include_in_schema=False)
 
 
 def _local(target: str | None) -> str:

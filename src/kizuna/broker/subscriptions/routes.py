@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from kizuna.broker.http import (
@@ -20,9 +20,10 @@ from kizuna.broker.http import (
 from kizuna.broker.ngsild import check_uri
 from kizuna.broker.subscriptions.service import Subscriptions
 from kizuna.problems import Problem, bad_request
+from kizuna.routing import ModuleRouter
 from kizuna.tenancy.deps import ReadScope, WriteScope
 
-router = APIRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD subscriptions"])
+router = ModuleRouter(prefix="/ngsi-ld/v1", tags=["NGSI-LD subscriptions"])
 
 
 def _subs(request: Request) -> Subscriptions:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from kizuna.broker.context import TermMap
@@ -26,9 +26,10 @@ from kizuna.broker.routes import (
 from kizuna.broker.temporal.params import temporal_query, temporal_rendering
 from kizuna.broker.temporal.service import TemporalResult, TemporalService
 from kizuna.problems import Problem, bad_request
+from kizuna.routing import ModuleRouter
 from kizuna.tenancy.deps import ReadScope, WriteScope
 
-router = APIRouter(prefix="/ngsi-ld/v1/temporal", tags=["NGSI-LD temporal"])
+router = ModuleRouter(prefix="/ngsi-ld/v1/temporal", tags=["NGSI-LD temporal"])
 
 
 def _temporal(request: Request) -> TemporalService:
