@@ -6,6 +6,9 @@ included before it (0.3 ms, a quarter of a payment request's CPU under load). A 
 router first checks the path against what its routes share (their common leading path and
 the set of their first segments), so a request passes each other module in one or two
 string operations.
+
+A module router carries its routes' full paths (``ModuleRouter(prefix=...)``) and is
+included without a further prefix: its gate is read from its own routes.
 """
 
 from __future__ import annotations

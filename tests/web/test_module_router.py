@@ -71,3 +71,13 @@ def test_the_gates_are_what_the_routes_share() -> None:
         ("", frozenset({"shop", "login"})),
         ("", None),
     ]
+
+
+def test_kizuna_includes_every_module_router_without_a_further_prefix() -> None:
+    """The gates are read from a router's own route paths; a prefix added at include time
+    would make them turn every request away."""
+    from kizuna.app import create_app
+
+    included = [r for r in create_app().router.routes if hasattr(r, "original_router")]
+    assert included and all(isinstance(r.original_router, ModuleRouter) for r in included)
+    assert all(r.include_context.prefix == "" for r in included)
