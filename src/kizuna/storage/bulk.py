@@ -6,8 +6,6 @@ from collections.abc import Iterable
 from operator import itemgetter
 from typing import Any
 
-import orjson
-from psycopg.types.json import set_json_dumps
 from sqlalchemy import Boolean, Connection, LargeBinary, Table
 
 
@@ -25,8 +23,7 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
     columns = list(rows[0])
     pick = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
     cursor = conn.connection.dbapi_connection.cursor()
-    if conn.dialect.name == "postgresql":
-        set_json_dumps(orjson.dumps, context=cursor)
+    if conn.dialect.name == "postgresql":  # JSON values: orjson, set on every connection
         with cursor:
             oids = _column_oids(cursor, table.name, columns)
             with cursor.copy(

@@ -12,6 +12,7 @@ import orjson
 import psycopg
 from alembic import command
 from alembic.config import Config
+from psycopg.types.json import set_json_dumps
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DisconnectionError
 
@@ -86,6 +87,9 @@ def create_engine_for(url: str, *, pool_size: int = 32) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _on_pg_connect(dbapi_conn, _record):  # noqa: ANN001
+        # JSON the driver itself dumps (binary COPY of dicts, storage.bulk_insert): orjson.
+        # Set per connection: per cursor it copied the adapter map on every COPY.
+        set_json_dumps(orjson.dumps, context=dbapi_conn)
         # JIT compilation costs tens of milliseconds and never pays off on short queries.
         with dbapi_conn.cursor() as cur:
             cur.execute("SET jit = off")
