@@ -277,19 +277,22 @@ def lock_head(conn: Connection, tenant: str) -> merkle.Frontier:
 def fetch(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     """Rows as plain tuples straight from the driver (no SQLAlchemy statement or row work:
     on a batch of one transfer that was a third of the writer's CPU); ``?`` placeholders."""
-    cur = conn.connection.driver_connection.cursor()
-    try:
-        cur.execute(sql.replace("?", "%s") if is_postgres(conn) else sql, params)
+    with _executed(conn, sql, params) as cur:
         return cur.fetchall()
-    finally:
-        cur.close()
 
 
 def execute(conn: Connection, sql: str, params: tuple[Any, ...]) -> None:
     """One driver statement without rows (``?`` placeholders)."""
+    with _executed(conn, sql, params):
+        pass
+
+
+@contextmanager
+def _executed(conn: Connection, sql: str, params: tuple[Any, ...]) -> Iterator[Any]:
     cur = conn.connection.driver_connection.cursor()
     try:
         cur.execute(sql.replace("?", "%s") if is_postgres(conn) else sql, params)
+        yield cur
     finally:
         cur.close()
 
