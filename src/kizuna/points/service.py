@@ -2240,26 +2240,23 @@ class Points:
 
     def statements(self, tenant: str, shop: Shop, months: int = 6) -> list[SettlementPublic]:
         """The shop's monthly statements, this month first (paid ones as settled)."""
-        out = []
-        day = today().replace(day=1)
-        for _ in range(months):
-            parts = [
-                self.ledger.statement(tenant, a, day) for a in self.shop_accounts(tenant, shop)
-            ]
-            out.append(_combined(parts))
-            day = (day - timedelta(days=1)).replace(day=1)
-        return out
+        days = [today().replace(day=1)]
+        while len(days) < months:
+            days.append((days[-1] - timedelta(days=1)).replace(day=1))
+        accounts = self.shop_accounts(tenant, shop)
+        found = self.ledger.statements(tenant, days, accounts)
+        return [_combined([found[a, day] for a in accounts]) for day in days]
 
     # --- settlement ----------------------------------------------------------------------------
 
     def month_statements(self, tenant: str, month: date) -> list[tuple[Shop, SettlementPublic]]:
         """Each shop's statement of the month per merchant account (行政ポイント, and
         地域ポイント when sold: the city pays shops for both)."""
-        return [
-            (s, self.ledger.statement(tenant, account, month))
-            for s in self.list_shops(tenant)
-            for account in self.shop_accounts(tenant, s)
+        shop_accounts = [
+            (s, a) for s in self.list_shops(tenant) for a in self.shop_accounts(tenant, s)
         ]
+        found = self.ledger.statements(tenant, [month], [a for _, a in shop_accounts])
+        return [(s, found[a, month]) for s, a in shop_accounts]
 
     def settle_month(self, tenant: str, month: date) -> list[tuple[Shop, SettlementPublic | None]]:
         """Settle every shop's month (once it is over); shops with nothing to pay are skipped.
@@ -2273,21 +2270,11 @@ class Points:
                 f"{start:%Y-%m} can be settled once the month is over.",
                 409,
             )
-        out: list[tuple[Shop, SettlementPublic | None]] = []
-        for shop in self.list_shops(tenant):
-            for account in self.shop_accounts(tenant, shop):
-                try:
-                    out.append((shop, self.ledger.settle(tenant, account, start)))
-                except Problem as exc:
-                    if exc.type.endswith(":nothing-to-settle"):
-                        out.append((shop, None))
-                    else:
-                        raise
-        return out
-
-    def is_settled(self, tenant: str, statement: SettlementPublic) -> bool:
-        """Whether the statement's period was paid out (its settlement transfer exists)."""
-        return self._transfer(tenant, statement.transfer_id) is not None
+        shop_accounts = [
+            (s, a) for s in self.list_shops(tenant) for a in self.shop_accounts(tenant, s)
+        ]
+        done = self.ledger.settle_all(tenant, start, [a for _, a in shop_accounts])
+        return [(s, done[a]) for s, a in shop_accounts]
 
     def settlements_csv(self, tenant: str, month: date) -> bytes:
         start = month.replace(day=1)
@@ -2305,7 +2292,7 @@ class Points:
             shop.name
             for shop, s in self.month_statements(tenant, start)
             if s.payable_yen > 0
-            and self.is_settled(tenant, s)
+            and s.settled
             and not (
                 shop.bank_code and shop.branch_code and shop.account_number and shop.holder_kana
             )
