@@ -309,7 +309,7 @@ def settle_all(
             else:
                 to_pay.append(due)
         if not to_pay:
-            return {d.account.code: out[d.account.code] for d in dues}
+            return out
         items = [
             Item(
                 TransferCreate(
