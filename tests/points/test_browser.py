@@ -220,7 +220,7 @@ def test_resident_shop_and_staff_flows_in_a_phone_browser(app, chromium, monkeyp
         month = datetime.now(UTC).astimezone(points_jst()).date().replace(day=1)
         next_month = (month + timedelta(days=32)).replace(day=1)
         later = datetime(next_month.year, next_month.month, 2, 3, tzinfo=UTC)
-        monkeypatch.setattr("kizuna.points.service.now", lambda: later)
+        monkeypatch.setattr("kizuna.points.clock.now", lambda: later)
         monkeypatch.setattr(
             "kizuna.ledger.settlement.now_us", lambda: int(later.timestamp() * 1_000_000)
         )

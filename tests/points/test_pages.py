@@ -202,7 +202,7 @@ def test_settlement_waits_for_the_month_end_then_pays_once(app, client, monkeypa
     assert "月末が過ぎてから" in early.text
     start = datetime.strptime(month + "-01", "%Y-%m-%d")
     later = (start + timedelta(days=33)).replace(tzinfo=UTC)
-    monkeypatch.setattr("kizuna.points.service.now", lambda: later)
+    monkeypatch.setattr("kizuna.points.clock.now", lambda: later)
     monkeypatch.setattr("kizuna.ledger.settlement.now_us", lambda: int(later.timestamp() * 1e6))
     done = client.post("/points/staff/settlement", data={"csrf_token": csrf, "month": month})
     assert "1店舗" in done.text and "985円" in done.text  # 1.5 % fee, rounded down

@@ -148,7 +148,7 @@ def test_settlement_pays_shops_for_both_kinds(tenant, points, rp, hanako, shop, 
     ]
     assert points.statements(tenant, shop, months=1)[0].net == 3_000
     later = datetime(month.year, month.month, 1, tzinfo=JST) + timedelta(days=33)
-    monkeypatch.setattr("kizuna.points.service.now", lambda: later.astimezone(UTC))
+    monkeypatch.setattr("kizuna.points.clock.now", lambda: later.astimezone(UTC))
     monkeypatch.setattr("kizuna.ledger.settlement.now_us", lambda: int(later.timestamp() * 1e6))
     done = points.settle_month(tenant, month)
     assert sorted(s.payable_yen for _, s in done if s) == [985, 1_970]  # 1.5 % fee each

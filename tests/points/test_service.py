@@ -184,7 +184,7 @@ def test_expired_hold_cannot_be_confirmed(tenant, points, hanako, shop, monkeypa
     _fund(points, hanako, 100)
     held = points.authorize(tenant, hanako, PaymentIn(id=new_id(), shop=shop.code, amount=60))
     later = datetime.now(UTC) + timedelta(minutes=6)
-    monkeypatch.setattr("kizuna.points.service.now", lambda: later)
+    monkeypatch.setattr("kizuna.points.clock.now", lambda: later)
     assert points.payment(tenant, held.id).status == "expired"
     with pytest.raises(PointsError) as exc:
         points.confirm(tenant, hanako, held.id)
@@ -206,7 +206,7 @@ def test_signed_qr_links(tenant, points, shop, monkeypatch):
         points.check_link(tenant, shop.code, q["s"], "12", q["e"], q["n"])
     assert exc.value.code == "qr-forged"
     later = datetime.now(UTC) + timedelta(minutes=6)
-    monkeypatch.setattr("kizuna.points.service.now", lambda: later)
+    monkeypatch.setattr("kizuna.points.clock.now", lambda: later)
     with pytest.raises(PointsError) as exc:
         points.check_link(tenant, shop.code, q["s"], q["a"], q["e"], q["n"])
     assert exc.value.code == "qr-expired" and "有効期限" in exc.value.ja

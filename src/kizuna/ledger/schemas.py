@@ -280,3 +280,4 @@ class SettlementPublic(BaseModel):
     payable_yen: int
     transfer_id: str
     created: bool = True
+    settled: bool = False  # the period was paid out (this is the stored settlement)

@@ -672,6 +672,22 @@ class Ledger:
         """The statement of the merchant's period containing ``day`` (paid or not yet)."""
         return settlement.statement(self.engine, tenant, code, day)
 
+    def statements(
+        self, tenant: str, days: Sequence[date], codes: Sequence[str] | None = None
+    ) -> dict[tuple[str, date], SettlementPublic]:
+        """The statements of many merchant accounts at once, keyed by (code, day): for each
+        of ``codes`` (every merchant account of the tenant when None) and each of ``days``,
+        what :meth:`statement` gives, from a few set-based queries."""
+        return settlement.statements(self.engine, tenant, days, codes)
+
+    def settle_all(
+        self, tenant: str, day: date, codes: Sequence[str] | None = None
+    ) -> dict[str, SettlementPublic | None]:
+        """:meth:`settle` for each of ``codes`` (every merchant account when None) in one
+        transaction; None for an account with nothing to settle. A period not over yet or
+        a refused transfer raises, and nothing is settled."""
+        return settlement.settle_all(self.engine, tenant, day, codes)
+
     def settle(self, tenant: str, code: str, day: date) -> SettlementPublic:
         """Pay out the (finished) period containing ``day``; a second call returns the first."""
         return settlement.settle(self.engine, tenant, code, day)

@@ -729,7 +729,7 @@ def shop_statements_csv(request: Request, user: PageUser) -> Response:
                 s.net,
                 s.fee_yen,
                 s.payable_yen,
-                "精算済" if points.is_settled(tenant, s) else "未精算",
+                "精算済" if s.settled else "未精算",
             ]
         )
     return _csv(buf.getvalue(), f"{shop.code}-statements.csv")
@@ -1226,7 +1226,7 @@ def _staff_settlement(
         "month": month,
         "options": options,
         "rows": rows,
-        "settled": {s.merchant for _, s in rows if points.is_settled(tenant, s)},
+        "settled": {s.merchant for _, s in rows if s.settled},
         "flash": flash,
         "zengin": zengin
         or {**points.zengin_originator(tenant), "transfer_date": _next_weekday(3).isoformat()},
