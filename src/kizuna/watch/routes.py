@@ -17,8 +17,9 @@ from kizuna.problems import Problem, bad_request
 from kizuna.tenancy.deps import ReadScope
 from kizuna.tenancy.service import DEFAULT_TENANT
 from kizuna.watch import schemas
+from kizuna.watch.devices import Rejected
 from kizuna.watch.privacy import need_person, need_staff
-from kizuna.watch.service import Rejected, WatchService
+from kizuna.watch.service import WatchService
 
 router = APIRouter(prefix="/watch/v1", tags=["watch (mimamori, flood)"])
 
