@@ -62,6 +62,9 @@ class Stored:
 
 
 class Detections(Places):
+    """Builds on Places (stored detections move tags in and out of their places) and on
+    the service's flood watch (beacons are heard, not stored as detections)."""
+
     flood: FloodWatch
 
     def prepare(
@@ -153,7 +156,8 @@ class Detections(Places):
         for (tenant, owner, day), count in contributed.items():
             count_volunteer(conn, self.settings, tenant, owner, day, count)
         for p in prepared:
-            self.flood.beacons_heard(conn, p.device.tenant, p.beacon_heard)
+            if p.beacon_heard:
+                self.flood.beacons_heard(conn, p.device.tenant, p.beacon_heard)
         # Devices' last contact, one statement per tenant.
         seen_devices: dict[str, set[str]] = defaultdict(set)
         for p in prepared:
