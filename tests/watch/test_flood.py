@@ -8,8 +8,8 @@ import pytest
 
 from kizuna.auth.service import SYSTEM
 from kizuna.broker.ngsild import Rendering
+from kizuna.watch.devices import Rejected
 from kizuna.watch.flood import Thresholds, level_for, spot_depth
-from kizuna.watch.service import Rejected
 
 LIMITS = Thresholds(-3.0, -2.0, -1.0, -0.5)
 

@@ -22,8 +22,9 @@ from kizuna.auth.service import SYSTEM, Principal, Role, create_user
 from kizuna.problems import Problem
 from kizuna.storage import writer
 from kizuna.watch import schemas
+from kizuna.watch.base import JST
 from kizuna.watch.flood import Thresholds
-from kizuna.watch.service import JST, WatchService
+from kizuna.watch.service import WatchService
 
 PASSWORD = "kizuna-demo"
 # (gauge id, name ja, name en, river, dlat, dlon from the town centre, thresholds)

@@ -14,24 +14,27 @@ dashboard charts); the entity holds the current value for everyone else.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, or_, select, update
 
 from kizuna.auth.service import SYSTEM
 from kizuna.broker.ngsild import Rendering
 from kizuna.broker.service import Query
 from kizuna.problems import Problem, invalid_request, not_found
 from kizuna.watch import schemas
+from kizuna.watch.base import aware, sha256
+from kizuna.watch.devices import Device, Rejected, parse_time
 from kizuna.watch.models import alert_keys, beacons, flood_alerts, gauge_readings
-from kizuna.watch.service import Device, Rejected, WatchService, aware, parse_time
+
+if TYPE_CHECKING:
+    from kizuna.watch.service import WatchService
 
 log = logging.getLogger("kizuna.watch.flood")
 
@@ -105,16 +108,17 @@ class FloodWatch:
         self.watch = watch
         self.broker = watch.broker
         self.settings = watch.settings
+        self._insert = watch._insert
         self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-        dialect = watch.engine.dialect.name
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # Read on every detection message: per tenant (expires at, beacon tags).
+        self._beacons: dict[str, tuple[float, dict[str, tuple[str, float]]]] = {}
+        self._guard = threading.Lock()  # for the two dicts above
 
     def _scope(self, tenant: str, write: bool = True) -> Any:
         return self.watch.tenants.scope(SYSTEM, tenant, write=write)
 
     def _lock(self, entity_id: str) -> threading.Lock:
-        with self._locks_guard:
+        with self._guard:
             return self._locks.setdefault(entity_id, threading.Lock())
 
     # --- set-up --------------------------------------------------------------------
@@ -196,7 +200,8 @@ class FloodWatch:
                     .values(tenant_id=tenant, tag_id=tag, spot_entity_id=entity_id, height_m=height)
                     .on_conflict_do_nothing(index_elements=["tenant_id", "tag_id"])
                 )
-        self.watch.forget_beacons(tenant)
+        with self._guard:
+            self._beacons.pop(tenant, None)
         self.ensure_alert_subscription(tenant)
         return entity_id
 
@@ -249,11 +254,12 @@ class FloodWatch:
             if problem.status != 409:
                 raise
             subs.update(scope, core, sub_id, {"notification": notification})
-        digest = hashlib.sha256(key.encode()).hexdigest()
         with self.watch._writer.begin() as conn:
             conn.execute(alert_keys.delete().where(alert_keys.c.tenant_id == tenant))
             conn.execute(
-                alert_keys.insert().values(tenant_id=tenant, key_sha256=digest, endpoint=endpoint)
+                alert_keys.insert().values(
+                    tenant_id=tenant, key_sha256=sha256(key), endpoint=endpoint
+                )
             )
         return sub_id
 
@@ -263,8 +269,7 @@ class FloodWatch:
             known = conn.execute(
                 select(alert_keys.c.key_sha256).where(alert_keys.c.tenant_id == tenant)
             ).scalar_one_or_none()
-        digest = hashlib.sha256((key or "").encode()).hexdigest()
-        if known is None or not secrets.compare_digest(known, digest):
+        if known is None or not secrets.compare_digest(known, sha256(key or "")):
             raise Problem(401, "urn:kizuna:errors:Unauthorized", "Unknown notifier", "Bad key")
         data = notification.get("data") if isinstance(notification, dict) else None
         if not isinstance(data, list):
@@ -323,6 +328,37 @@ class FloodWatch:
             }
             for r in rows
         ]
+
+    # --- beacons heard by receivers --------------------------------------------------
+
+    def beacon_tags(self, tenant: str) -> dict[str, tuple[str, float]]:
+        """Flood beacons of the tenant: tag id → (spot entity id, height in metres)."""
+        hit = self._beacons.get(tenant)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        with self.watch.engine.connect() as conn:
+            rows = conn.execute(
+                select(beacons.c.tag_id, beacons.c.spot_entity_id, beacons.c.height_m).where(
+                    beacons.c.tenant_id == tenant
+                )
+            ).all()
+        found = {r.tag_id: (r.spot_entity_id, r.height_m) for r in rows}
+        with self._guard:
+            self._beacons[tenant] = (time.monotonic() + 30, found)
+        return found
+
+    def beacons_heard(self, conn: Connection, tenant: str, heard: dict[str, datetime]) -> None:
+        """Inside the detections' transaction: when each beacon was last heard."""
+        for tag_id, at in heard.items():
+            conn.execute(
+                update(beacons)
+                .where(
+                    beacons.c.tenant_id == tenant,
+                    beacons.c.tag_id == tag_id,
+                    or_(beacons.c.last_heard_at.is_(None), beacons.c.last_heard_at < at),
+                )
+                .values(last_heard_at=at)
+            )
 
     # --- readings ------------------------------------------------------------------
 
@@ -500,6 +536,11 @@ def _coords(entity: dict[str, Any]) -> tuple[float, float]:
     return lat, lon
 
 
+def _observed_at(attribute: dict[str, Any]) -> datetime | None:
+    stamp = attribute.get("observedAt")
+    return datetime.fromisoformat(stamp) if stamp else None
+
+
 def _gauge_view(entity: dict[str, Any], series: list[tuple[datetime, float]]) -> dict[str, Any]:
     name_ja, name_en = _name(entity)
     lat, lon = _coords(entity)
@@ -518,9 +559,7 @@ def _gauge_view(entity: dict[str, Any], series: list[tuple[datetime, float]]) ->
         "level_ja": LEVEL_NAMES[level],
         "level_en": LEVEL_NAMES_EN[level],
         "value": water.get("value") if water.get("observedAt") else None,
-        "observed_at": datetime.fromisoformat(water["observedAt"])
-        if water.get("observedAt")
-        else None,
+        "observed_at": _observed_at(water),
         "series": series,
     }
 
@@ -540,7 +579,5 @@ def _spot_view(entity: dict[str, Any]) -> dict[str, Any]:
         "level": level,
         "level_ja": SPOT_LEVEL_NAMES[level],
         "depth_cm": round(float(depth.get("value") or 0) * 100),
-        "observed_at": datetime.fromisoformat(depth["observedAt"])
-        if depth.get("observedAt")
-        else None,
+        "observed_at": _observed_at(depth),
     }

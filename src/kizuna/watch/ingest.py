@@ -35,8 +35,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
+from kizuna.watch.detections import Prepared, Stored
+from kizuna.watch.devices import Rejected
 from kizuna.watch.flood import FloodWatch
-from kizuna.watch.service import Prepared, Rejected, Stored, WatchService
+from kizuna.watch.service import WatchService
 
 log = logging.getLogger("kizuna.watch.ingest")
 MAX_PAYLOAD = 256 * 1024

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from kizuna.watch import geo
+from kizuna.watch.base import JST
 
-JST = ZoneInfo("Asia/Tokyo")
 REGION_CENTRE = (134.845, 34.765)  # (lon, lat)
 MIN_SPAN_M = 1_400  # a single point still shows its neighbourhood
 

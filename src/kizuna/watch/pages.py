@@ -24,9 +24,11 @@ from kizuna.problems import Problem
 from kizuna.routing import ModuleRouter
 from kizuna.tenancy.service import DEFAULT_TENANT
 from kizuna.watch import maps, schemas
+from kizuna.watch.base import jst_day
 from kizuna.watch.flood import LEVEL_NAMES, LEVEL_NAMES_EN, SPOT_LEVEL_NAMES
+from kizuna.watch.places import PLACE_KIND_JA
 from kizuna.watch.privacy import is_staff
-from kizuna.watch.service import PLACE_KIND_JA, WatchService, jst_day
+from kizuna.watch.service import WatchService
 from kizuna.web.session import FormUser, OptionalPageUser, PageUser, WebUser
 from kizuna.web.templating import NavItem, render
 

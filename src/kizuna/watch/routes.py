@@ -18,8 +18,9 @@ from kizuna.routing import ModuleRouter
 from kizuna.tenancy.deps import ReadScope
 from kizuna.tenancy.service import DEFAULT_TENANT
 from kizuna.watch import schemas
+from kizuna.watch.devices import Rejected
 from kizuna.watch.privacy import need_person, need_staff
-from kizuna.watch.service import Rejected, WatchService
+from kizuna.watch.service import WatchService
 
 router = ModuleRouter(prefix="/watch/v1", tags=["watch (mimamori, flood)"])
 
