@@ -273,8 +273,8 @@ def payments_in_processes(
     procs: int = 4,
     tenant: str = TENANT,
 ) -> dict:
-    """The payers split over ``procs`` client processes: one Python client with hundreds of
-    connections is itself the bottleneck (httpx's pool), not the server."""
+    """The payers split over ``procs`` client processes (one Python process driving all 200
+    connections was itself the bottleneck when the client was httpx)."""
     import multiprocessing
 
     chunks = [tokens[i::procs] for i in range(procs)]
