@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import threading
 import time
@@ -154,6 +155,25 @@ class DeliveryWorker:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wake.set)
 
+    def _wake_after(self, seconds: float) -> None:
+        """Wake the claim once ``seconds`` have passed, on this process's monotonic clock.
+
+        uvloop's timers can fire a little early (they count from the start of the loop's
+        iteration); a claim woken then found the endpoint still cooling or the row not yet
+        due, and it waited for the next poll (a minute in the slow-poll tests, which failed
+        one run in three). So the timer re-arms until the time has really come."""
+        assert self._loop is not None
+        deadline = time.monotonic() + seconds
+
+        def fire() -> None:
+            left = deadline - time.monotonic()
+            if left > 0:
+                self._loop.call_later(left, fire)  # type: ignore[union-attr]
+            else:
+                self.wake()
+
+        self._loop.call_later(seconds, fire)
+
     def _on_checkin(self, _dbapi_conn: Any, record: Any) -> None:
         # After the COMMIT, when the connection goes back to the pool: the "commit" event
         # comes before it, and a claim woken then could miss the rows it was woken for.
@@ -205,9 +225,8 @@ class DeliveryWorker:
                 await asyncio.sleep(1)
                 self._flushable.set()
                 continue
-            if retry_in is not None:
-                # Claim again when the first failed row comes due, not at the next poll.
-                asyncio.get_running_loop().call_later(retry_in, self.wake)
+            for delay in retry_in:  # claim again when they come due, not at the next poll
+                self._wake_after(delay)
 
     def _record(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)
@@ -377,7 +396,7 @@ class DeliveryWorker:
                 self.settings.notify_backoff_max,
             )
             self._cooling[job.endpoint] = time.monotonic() + pause
-            asyncio.get_running_loop().call_later(pause, self.wake)  # the endpoint's turn
+            self._wake_after(pause)  # the endpoint's turn
         at = _now()
         self.subs.note_outcome(job.sub_pk, ok, at, sent_noted=job.sent_noted)
         self._record(Outcome(job, ok, at, error))
@@ -391,12 +410,14 @@ class DeliveryWorker:
 
     # --- bookkeeping (in a thread) ---------------------------------------------------------
 
-    def _flush(self) -> float | None:
-        """Write the outcomes; returns the seconds until the first failed row is due."""
+    def _flush(self) -> set[float]:
+        """Write the outcomes; returns when (seconds from now) the failed rows come due,
+        to the next tenth of a second: one wake for each. A wake for the first of them
+        only left the later ones (jitter spreads their retries) to the next poll."""
         outcomes, self._outcomes = self._outcomes, []
+        retry_in: set[float] = set()
         if not outcomes:
-            return None
-        retry_in: float | None = None
+            return retry_in
         done = [o.job.pk for o in outcomes if o.ok]
         failed = [o for o in outcomes if not o.ok]
         stats: dict[int, dict[str, Any]] = {}
@@ -453,7 +474,7 @@ class DeliveryWorker:
                         self.settings.notify_backoff_base * 2 ** (o.job.attempts - 1),
                         self.settings.notify_backoff_max,
                     ) * random.uniform(0.8, 1.2)
-                    retry_in = delay if retry_in is None else min(retry_in, delay)
+                    retry_in.add(math.ceil(delay * 10) / 10)
                     conn.execute(
                         update(outbox)
                         .where(outbox.c.pk == o.job.pk)
