@@ -78,11 +78,6 @@ def set_terms(engine: Any, tenant: str, code: str, terms: MerchantTerms) -> Merc
     return terms
 
 
-def get_terms(conn: Connection, account_id: int) -> MerchantTerms:
-    row = conn.execute(select(merchants).where(merchants.c.account_id == account_id)).first()
-    return _terms(row)
-
-
 def _terms(row: Any, prefix: str = "") -> MerchantTerms:
     """Terms from a ``ledger_merchants`` row, or from its columns joined to another row as
     ``<prefix><field>`` (an outer join's NULLs: the defaults)."""
@@ -104,47 +99,9 @@ def _merchant_account(conn: Connection, tenant: str, code: str) -> Any:
     return row
 
 
-def _sums(conn: Connection, account_id: int, start: int, end: int) -> tuple[int, int]:
-    in_period = and_(
-        transfers.c.ts_us >= start,
-        transfers.c.ts_us < end,
-        transfers.c.kind.in_(("posted", "post")),
-        transfers.c.code != SETTLEMENT_CODE,
-    )
-    received = conn.execute(
-        select(func.coalesce(func.sum(transfers.c.amount), 0)).where(
-            transfers.c.credit_id == account_id, in_period
-        )
-    ).scalar_one()
-    refunded = conn.execute(
-        select(func.coalesce(func.sum(transfers.c.amount), 0)).where(
-            transfers.c.debit_id == account_id, in_period
-        )
-    ).scalar_one()
-    return int(received), int(refunded)
-
-
 def statement(engine: Any, tenant: str, code: str, day: date) -> SettlementPublic:
     """What settling the period containing ``day`` would pay (nothing is written)."""
-    with engine.connect() as conn:
-        account = _merchant_account(conn, tenant, code)
-        terms = get_terms(conn, account.id)
-        start, end = period_bounds(terms.cycle, day)
-        done = _stored(conn, tenant, account.id, to_us(start))
-        if done is not None:
-            return _public(code, done, created=False)
-        received, refunded = _sums(conn, account.id, to_us(start), to_us(end))
-    from kizuna.ledger.service import derived_id
-
-    return _compute(
-        code,
-        start,
-        end,
-        received,
-        refunded,
-        terms.fee_bp,
-        derived_id(tenant, "settlement", code, to_us(start)),
-    )
+    return statements(engine, tenant, [day], [code])[code, day]
 
 
 def _compute(
@@ -167,16 +124,6 @@ def _compute(
     )
 
 
-def _stored(conn: Connection, tenant: str, account_id: int, start_us: int) -> Any:
-    return conn.execute(
-        select(settlements).where(
-            settlements.c.tenant_id == tenant,
-            settlements.c.account_id == account_id,
-            settlements.c.period_start_us == start_us,
-        )
-    ).first()
-
-
 def _public(code: str, row: Any, created: bool) -> SettlementPublic:
     return SettlementPublic(
         merchant=code,
@@ -197,66 +144,13 @@ def _public(code: str, row: Any, created: bool) -> SettlementPublic:
 def settle(engine: Any, tenant: str, code: str, day: date) -> SettlementPublic:
     """Settle the merchant's period containing ``day`` (which must be over): one transfer
     of the period's net points to the settlement account, and the statement row."""
-    from kizuna.ledger.service import derived_id, system_accounts
-
-    with writer(engine).begin() as conn:
-        lock_head(conn, tenant)  # no payment of this tenant commits while we sum
-        account = _merchant_account(conn, tenant, code)
-        terms = get_terms(conn, account.id)
-        start, end = period_bounds(terms.cycle, day)
-        start_us, end_us = to_us(start), to_us(end)
-        done = _stored(conn, tenant, account.id, start_us)
-        if done is not None:
-            return _public(code, done, created=False)
-        ts = now_us()
-        if end_us > ts:
-            raise ledger_problem(
-                "settlement-period-invalid", f"the period ends {end.isoformat()}, not yet over"
-            )
-        received, refunded = _sums(conn, account.id, start_us, end_us)
-        tid = derived_id(tenant, "settlement", code, start_us)
-        out = _compute(code, start, end, received, refunded, terms.fee_bp, tid)
-        if out.net <= 0:
-            raise ledger_problem(
-                "nothing-to-settle", f"{code} received {received} and refunded {refunded}"
-            )
-        [result] = apply_batch(
-            conn,
-            tenant,
-            [
-                Item(
-                    TransferCreate(
-                        id=tid,
-                        debit_account=code,
-                        credit_account=system_accounts(account.currency)["settlement"],
-                        amount=out.net,
-                        currency=account.currency,
-                        code=SETTLEMENT_CODE,
-                        ref=f"{start.date().isoformat()}/{end.date().isoformat()}",
-                    )
-                )
-            ],
-            ts,
+    done = settle_all(engine, tenant, day, [code])[code]
+    if done is None:
+        s = statement(engine, tenant, code, day)
+        raise ledger_problem(
+            "nothing-to-settle", f"{code} received {s.received} and refunded {s.refunded}"
         )
-        if not result.ok:
-            raise result_problem(result)
-        conn.execute(
-            settlements.insert().values(
-                tenant_id=tenant,
-                account_id=account.id,
-                period_start_us=start_us,
-                period_end_us=end_us,
-                received=received,
-                refunded=refunded,
-                net=out.net,
-                fee_bp=terms.fee_bp,
-                fee_yen=out.fee_yen,
-                payable_yen=out.payable_yen,
-                transfer_id=tid,
-                ts_us=ts,
-            )
-        )
-    return out.model_copy(update={"created": True, "settled": True})
+    return done
 
 
 @dataclass
