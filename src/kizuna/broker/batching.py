@@ -17,7 +17,6 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -26,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from kizuna.broker import store
 from kizuna.broker.changes import close_group, open_group
 from kizuna.problems import Problem
+from kizuna.storage.waiters import Waiter, deliver, new_waiter
 
 T = TypeVar("T")
 log = logging.getLogger("kizuna.broker")
@@ -37,7 +37,7 @@ RETRIES_ON_RACE = 3
 class GroupCommitter:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._queue: queue.SimpleQueue[tuple[store.Key, Callable[[Connection], Any], Future]] = (
+        self._queue: queue.SimpleQueue[tuple[store.Key, Callable[[Connection], Any], Waiter]] = (
             queue.SimpleQueue()
         )
         self._thread = threading.Thread(target=self._run, name="kizuna-writer", daemon=True)
@@ -46,9 +46,16 @@ class GroupCommitter:
     def submit(self, key: store.Key, work: Callable[[Connection], T]) -> T:
         """Run ``work`` (which writes the entity ``key``: tenant, id) and return once it is
         committed."""
-        future: Future = Future()
+        future = new_waiter(on_loop=False)
         self._queue.put((key, work, future))
         return future.result()
+
+    async def submit_async(self, key: store.Key, work: Callable[[Connection], T]) -> T:
+        """:meth:`submit` for callers on an event loop: no thread waits, and the writer
+        wakes the loop once per group."""
+        future = new_waiter(on_loop=True)
+        self._queue.put((key, work, future))
+        return await future
 
     def _run(self) -> None:
         while True:
@@ -62,7 +69,7 @@ class GroupCommitter:
             batch.sort(key=lambda item: item[0])
             self._execute(batch)
 
-    def _execute(self, batch: list[tuple[store.Key, Callable[[Connection], Any], Future]]) -> None:
+    def _execute(self, batch: list[tuple[store.Key, Callable[[Connection], Any], Waiter]]) -> None:
         try:
             outcomes = self._in_one_transaction(batch)
         except Exception as exc:  # noqa: BLE001 - isolate every request, then report
@@ -72,14 +79,15 @@ class GroupCommitter:
                 return
             self._settle_alone(batch[0], exc)
             return
-        for (_, _, future), (value, problem) in zip(batch, outcomes, strict=True):
-            if problem is None:
-                future.set_result(value)
-            else:
-                future.set_exception(problem)
+        deliver(
+            [
+                (future, value if problem is None else problem)
+                for (_, _, future), (value, problem) in zip(batch, outcomes, strict=True)
+            ]
+        )
 
     def _in_one_transaction(
-        self, batch: list[tuple[store.Key, Callable[[Connection], Any], Future]]
+        self, batch: list[tuple[store.Key, Callable[[Connection], Any], Waiter]]
     ) -> list[tuple[Any, Problem | None]]:
         outcomes: list[tuple[Any, Problem | None]] = []
         with self._engine.begin() as conn:
@@ -100,7 +108,7 @@ class GroupCommitter:
         return outcomes
 
     def _settle_alone(
-        self, item: tuple[store.Key, Callable[[Connection], Any], Future], error: Exception
+        self, item: tuple[store.Key, Callable[[Connection], Any], Waiter], error: Exception
     ) -> None:
         """A lone request that failed: retry a lost race (the retry sees the winner)."""
         future = item[2]
@@ -112,10 +120,43 @@ class GroupCommitter:
             except Exception as exc:  # noqa: BLE001
                 error = exc
                 continue
-            if problem is None:
-                future.set_result(value)
-            else:
-                future.set_exception(problem)
+            deliver([(future, value if problem is None else problem)])
             return
         log.error("write failed: %s", error)
-        future.set_exception(error)
+        deliver([(future, error)])
+
+
+# What a single-entity write method returns to :class:`entity_write`: its tenant scope,
+# the entity id and the work to run in the group commit.
+Planned = tuple[Any, str, Callable[[Connection], T]]
+
+
+class entity_write:  # noqa: N801 - used as a method decorator, like property
+    """A single-entity write of the broker, callable from threads and event loops.
+
+    The decorated method validates its input and returns ``(scope, entity id, work)``.
+    ``broker.method(...)`` runs the work in the group commit and returns its result once
+    committed; ``await broker.method.on_loop(...)`` does the same from an event loop
+    without a thread of the loop's pool waiting for the commit.
+    """
+
+    def __init__(self, plan: Callable[..., Planned[Any]]) -> None:
+        self._plan = plan
+        self.__doc__ = plan.__doc__
+
+    def __get__(self, broker: Any, owner: type | None = None) -> Any:
+        return self if broker is None else _BoundEntityWrite(broker, self._plan)
+
+
+class _BoundEntityWrite:
+    __slots__ = ("_broker", "_plan")
+
+    def __init__(self, broker: Any, plan: Callable[..., Any]) -> None:
+        self._broker = broker
+        self._plan = plan
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._broker.write_one(*self._plan(self._broker, *args, **kwargs))
+
+    async def on_loop(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._broker.write_one_async(*self._plan(self._broker, *args, **kwargs))

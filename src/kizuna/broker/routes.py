@@ -78,7 +78,7 @@ async def create_entity(request: Request, scope: WriteScope) -> Response:
         raise invalid_request("The body must be a non-empty JSON object (one entity)")
     broker = _broker(request)
     tm = await term_map_for_body(broker.contexts, request, body)
-    entity_id = await run_in_threadpool(broker.create, scope, tm, body)
+    entity_id = await broker.create.on_loop(scope, tm, body)
     return _no_content(request, 201, {"Location": _entity_path(request, entity_id)})
 
 
@@ -321,7 +321,7 @@ async def replace_entity(request: Request, scope: WriteScope, entity_id: str) ->
     body = await read_json(request)
     broker = _broker(request)
     tm = await term_map_for_body(broker.contexts, request, body)
-    await run_in_threadpool(broker.replace, scope, tm, entity_id, without_context(body))
+    await broker.replace.on_loop(scope, tm, entity_id, without_context(body))
     return _no_content(request)
 
 
@@ -331,14 +331,14 @@ async def merge_entity(request: Request, scope: WriteScope, entity_id: str) -> R
     body = await read_json(request, (JSON, JSON_LD, MERGE_PATCH))
     broker = _broker(request)
     tm = await term_map_for_body(broker.contexts, request, body)
-    await run_in_threadpool(broker.merge, scope, tm, entity_id, without_context(body))
+    await broker.merge.on_loop(scope, tm, entity_id, without_context(body))
     return _no_content(request)
 
 
 @router.delete("/entities/{entity_id}", status_code=204)
-def delete_entity(request: Request, scope: WriteScope, entity_id: str) -> Response:
+async def delete_entity(request: Request, scope: WriteScope, entity_id: str) -> Response:
     check_uri(entity_id, "Entity id")
-    _broker(request).delete(scope, entity_id)
+    await _broker(request).delete.on_loop(scope, entity_id)
     return _no_content(request)
 
 
@@ -349,9 +349,7 @@ async def append_attributes(request: Request, scope: WriteScope, entity_id: str)
     broker = _broker(request)
     tm = await term_map_for_body(broker.contexts, request, body)
     overwrite = not has_option(request, "noOverwrite")
-    result = await run_in_threadpool(
-        broker.append_attributes, scope, tm, entity_id, body, overwrite=overwrite
-    )
+    result = await broker.append_attributes.on_loop(scope, tm, entity_id, body, overwrite=overwrite)
     return _update_result(request, result, tm)
 
 
@@ -361,7 +359,7 @@ async def update_attributes(request: Request, scope: WriteScope, entity_id: str)
     body = await read_json(request)
     broker = _broker(request)
     tm = await term_map_for_body(broker.contexts, request, body)
-    result = await run_in_threadpool(broker.update_attributes, scope, tm, entity_id, body)
+    result = await broker.update_attributes.on_loop(scope, tm, entity_id, body)
     return _update_result(request, result, tm)
 
 
@@ -374,7 +372,7 @@ async def partial_update_attribute(
     broker = _broker(request)
     tm = await term_map_for_body(broker.contexts, request, body)
     fragment = without_context(body)
-    await run_in_threadpool(broker.partial_update_attribute, scope, tm, entity_id, attr, fragment)
+    await broker.partial_update_attribute.on_loop(scope, tm, entity_id, attr, fragment)
     return _no_content(request)
 
 
@@ -386,20 +384,23 @@ async def replace_attribute(
     body = await read_json(request)
     broker = _broker(request)
     tm = await term_map_for_body(broker.contexts, request, body)
-    await run_in_threadpool(broker.replace_attribute, scope, tm, entity_id, attr, body)
+    await broker.replace_attribute.on_loop(scope, tm, entity_id, attr, body)
     return _no_content(request)
 
 
 @router.delete("/entities/{entity_id}/attrs/{attr}", status_code=204)
-def delete_attribute(request: Request, scope: WriteScope, entity_id: str, attr: str) -> Response:
+async def delete_attribute(
+    request: Request, scope: WriteScope, entity_id: str, attr: str
+) -> Response:
     check_uri(entity_id, "Entity id")
     params = request.query_params
     dataset_id = params.get("datasetId")
     if dataset_id is not None:
         check_uri(dataset_id, "datasetId")
-    _broker(request).delete_attribute(
+    broker = _broker(request)
+    await broker.delete_attribute.on_loop(
         scope,
-        _request_tm(request),
+        await resolve_term_map(broker.contexts, context_link(request)),
         entity_id,
         attr,
         dataset_id=dataset_id,

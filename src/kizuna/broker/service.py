@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from kizuna.broker import geo, store
-from kizuna.broker.batching import RETRIES_ON_RACE, GroupCommitter
+from kizuna.broker.batching import RETRIES_ON_RACE, GroupCommitter, Planned, entity_write
 from kizuna.broker.changes import ChangeListener, EntityChange
 from kizuna.broker.context import ContextStore, TermMap
 from kizuna.broker.models import entities, entity_types
@@ -113,10 +113,6 @@ class Broker:
 
     # --- transactions --------------------------------------------------------------
 
-    def _write(self, scope: TenantScope, entity_id: str, work: Callable[[Connection], T]) -> T:
-        """A single-entity write, group-committed with concurrent ones."""
-        return self._committer.submit((scope.tenant, entity_id), work)
-
     def _write_batch(self, work: Callable[[Connection], T]) -> T:
         """A batch operation in its own transaction, retried when a concurrent insert won a race."""
         for attempt in range(RETRIES_ON_RACE):
@@ -166,11 +162,18 @@ class Broker:
             for listener in self._listeners:
                 listener(conn, changes)
 
-    # --- writes composed by other parts of the broker (the temporal API) -------------
+    # --- single-entity writes: the ones below and those the temporal API composes ------
 
     def write_one(self, scope: TenantScope, entity_id: str, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` as a single-entity write: one transaction, group-committed."""
-        return self._write(scope, entity_id, work)
+        """Run ``work`` as a single-entity write: one transaction, group-committed with
+        concurrent ones."""
+        return self._committer.submit((scope.tenant, entity_id), work)
+
+    async def write_one_async(
+        self, scope: TenantScope, entity_id: str, work: Callable[[Connection], T]
+    ) -> T:
+        """:meth:`write_one` for callers on an event loop."""
+        return await self._committer.submit_async((scope.tenant, entity_id), work)
 
     def load_for_update(
         self, conn: Connection, scope: TenantScope, entity_id: str
@@ -196,7 +199,8 @@ class Broker:
 
     # --- single entity -------------------------------------------------------------
 
-    def create(self, scope: TenantScope, tm: TermMap, body: Any) -> str:
+    @entity_write
+    def create(self, scope: TenantScope, tm: TermMap, body: Any) -> Planned[str]:
         now = self._now()
         entity = expand_entity(body, tm, to_iso(now))
 
@@ -206,7 +210,7 @@ class Broker:
             self._insert(conn, scope, [entity], now)
             return entity.id
 
-        return self._write(scope, entity.id, work)
+        return scope, entity.id, work
 
     def retrieve(
         self,
@@ -228,7 +232,8 @@ class Broker:
         # With join=flat the linked entities follow; with none linked it stays one entity.
         return rendered if len(rendered) > 1 else rendered[0]
 
-    def replace(self, scope: TenantScope, tm: TermMap, entity_id: str, body: Any) -> None:
+    @entity_write
+    def replace(self, scope: TenantScope, tm: TermMap, entity_id: str, body: Any) -> Planned[None]:
         now = self._now()
         if isinstance(body, dict) and "id" in body and body["id"] != entity_id:
             raise bad_request("The id in the body differs from the one in the URL")
@@ -240,15 +245,16 @@ class Broker:
             old = self._existing(conn, scope, entity_id)
             self._update(conn, scope, [(old, entity)], now)
 
-        self._write(scope, entity_id, work)
+        return scope, entity_id, work
 
-    def delete(self, scope: TenantScope, entity_id: str) -> None:
+    @entity_write
+    def delete(self, scope: TenantScope, entity_id: str) -> Planned[None]:
         now = self._now()
 
         def work(conn: Connection) -> None:
             self._delete(conn, scope, [self._existing(conn, scope, entity_id)], now)
 
-        self._write(scope, entity_id, work)
+        return scope, entity_id, work
 
     def _existing(self, conn: Connection, scope: TenantScope, entity_id: str) -> store.Row:
         row = store.load(conn, scope, entity_id, lock=True)
@@ -258,9 +264,10 @@ class Broker:
 
     # --- attributes ----------------------------------------------------------------
 
+    @entity_write
     def append_attributes(
         self, scope: TenantScope, tm: TermMap, entity_id: str, fragment: Any, *, overwrite: bool
-    ) -> UpdateResult:
+    ) -> Planned[UpdateResult]:
         now = self._now()
         new = _fragment(fragment, tm, to_iso(now))
 
@@ -271,11 +278,12 @@ class Broker:
             self._update(conn, scope, [(old, Entity(old.id, types, old.scopes, attrs))], now)
             return result
 
-        return self._write(scope, entity_id, work)
+        return scope, entity_id, work
 
+    @entity_write
     def update_attributes(
         self, scope: TenantScope, tm: TermMap, entity_id: str, fragment: Any
-    ) -> UpdateResult:
+    ) -> Planned[UpdateResult]:
         now = self._now()
         # An attribute (instance) whose value is NGSI-LD Null is deleted (1.8 §5.6.2).
         new = _fragment(fragment, tm, to_iso(now), allow_null=True)
@@ -286,11 +294,12 @@ class Broker:
             self._update(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
             return result
 
-        return self._write(scope, entity_id, work)
+        return scope, entity_id, work
 
+    @entity_write
     def partial_update_attribute(
         self, scope: TenantScope, tm: TermMap, entity_id: str, attr: str, fragment: Any
-    ) -> None:
+    ) -> Planned[None]:
         if not isinstance(fragment, dict) or not fragment:
             raise bad_request("The body must be a non-empty JSON object")
         now = self._now()
@@ -322,11 +331,12 @@ class Broker:
             attrs[iri] = [instance if i is current else i for i in instances]
             self._update(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
 
-        self._write(scope, entity_id, work)
+        return scope, entity_id, work
 
+    @entity_write
     def replace_attribute(
         self, scope: TenantScope, tm: TermMap, entity_id: str, attr: str, fragment: Any
-    ) -> None:
+    ) -> Planned[None]:
         now = self._now()
         check_name(attr)
         if not isinstance(fragment, dict):
@@ -342,8 +352,9 @@ class Broker:
             attrs, _ = _update(old.attrs, new, tm)
             self._update(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
 
-        self._write(scope, entity_id, work)
+        return scope, entity_id, work
 
+    @entity_write
     def delete_attribute(
         self,
         scope: TenantScope,
@@ -353,7 +364,7 @@ class Broker:
         *,
         dataset_id: str | None = None,
         delete_all: bool = False,
-    ) -> None:
+    ) -> Planned[None]:
         iri = tm.expand(check_name(attr))
         now = self._now()
 
@@ -382,9 +393,10 @@ class Broker:
                 del attrs[iri]
             self._update(conn, scope, [(old, Entity(old.id, old.types, old.scopes, attrs))], now)
 
-        self._write(scope, entity_id, work)
+        return scope, entity_id, work
 
-    def merge(self, scope: TenantScope, tm: TermMap, entity_id: str, body: Any) -> None:
+    @entity_write
+    def merge(self, scope: TenantScope, tm: TermMap, entity_id: str, body: Any) -> Planned[None]:
         now = self._now()
         if not isinstance(body, dict):
             raise bad_request("The body must be a JSON object")
@@ -396,7 +408,7 @@ class Broker:
             old = self._existing(conn, scope, entity_id)
             self._update(conn, scope, [(old, _merged(old, patch))], now)
 
-        self._write(scope, entity_id, work)
+        return scope, entity_id, work
 
     # --- batch ---------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from kizuna.ledger.schemas import TransferCreate, TransferError, TransferPublic,
 from kizuna.problems import Problem
 from kizuna.storage import is_postgres
 from kizuna.storage.bulk import bulk_insert
+from kizuna.storage.driver import execute, executemany, fetch
 
 JST = timezone(timedelta(hours=9))
 MAX_AMOUNT = (1 << 63) - 1
@@ -308,29 +309,6 @@ def lock_head(conn: Connection, tenant: str) -> merkle.Frontier:
         rows = fetch(conn, sql, (tenant,))
     size, frontier = rows[0]
     return merkle.Frontier.from_bytes(size, bytes(frontier))
-
-
-def fetch(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    """Rows as plain tuples straight from the driver (no SQLAlchemy statement or row work:
-    on a batch of one transfer that was a third of the writer's CPU); ``?`` placeholders."""
-    with _executed(conn, sql, params) as cur:
-        return cur.fetchall()
-
-
-def execute(conn: Connection, sql: str, params: tuple[Any, ...]) -> None:
-    """One driver statement without rows (``?`` placeholders)."""
-    with _executed(conn, sql, params):
-        pass
-
-
-@contextmanager
-def _executed(conn: Connection, sql: str, params: tuple[Any, ...]) -> Iterator[Any]:
-    cur = conn.connection.driver_connection.cursor()
-    try:
-        cur.execute(sql.replace("?", "%s") if is_postgres(conn) else sql, params)
-        yield cur
-    finally:
-        cur.close()
 
 
 def fast_model(cls: Any, values: dict[str, Any]) -> Any:
@@ -1003,21 +981,6 @@ def update_by_id(
         return
     sets = ", ".join(f"{c} = ?" for c in columns)
     executemany(conn, f"UPDATE {table} SET {sets} WHERE id = ?", params)
-
-
-def executemany(conn: Connection, sql: str, params: list[tuple[Any, ...]]) -> None:
-    """Run one statement (``?`` placeholders) for many parameter tuples on the driver
-    itself, inside the connection's transaction (SQLAlchemy's per-row work is the cost)."""
-    if not params:
-        return
-    raw = conn.connection.driver_connection
-    if is_postgres(conn):
-        sql = sql.replace("?", "%s")
-    cur = raw.cursor()
-    try:
-        cur.executemany(sql, params)
-    finally:
-        cur.close()
 
 
 _gc_lock = threading.Lock()

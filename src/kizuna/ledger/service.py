@@ -20,7 +20,6 @@ with a ``urn:kizuna:errors:ledger:*`` error. ``post_transfer`` raises that error
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import threading
@@ -75,6 +74,7 @@ from kizuna.ledger.schemas import (
 )
 from kizuna.ledger.zengin import Originator
 from kizuna.storage import writer
+from kizuna.storage.waiters import Waiter, deliver
 
 log = logging.getLogger("kizuna.ledger")
 # Namespace of ids the ledger derives itself (expiry sweeps, timeout voids, settlements).
@@ -123,7 +123,7 @@ class Ledger:
     def __init__(self, engine: Engine, data_dir: Path | None = None) -> None:
         self.engine = engine
         self.keys = KeyStore((data_dir or Path("var")) / "ledger-keys")
-        self._queue: queue.SimpleQueue[tuple[str, Item, _Waiter]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, Item, Waiter]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None  # the writer thread's own
         self._groups = 0  # groups committed (the checkpointer runs when it moved)
@@ -349,7 +349,7 @@ class Ledger:
         self._enqueue(tenant, item, future)
         return await future
 
-    def _enqueue(self, tenant: str, item: TransferCreate | dict[str, Any], waiter: _Waiter) -> None:
+    def _enqueue(self, tenant: str, item: TransferCreate | dict[str, Any], waiter: Waiter) -> None:
         prepared = _prepare(item)
         if prepared.invalid:
             raise ledger_problem("invalid-transfer", prepared.invalid[1])
@@ -383,7 +383,7 @@ class Ledger:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            by_tenant: dict[str, list[tuple[Item, _Waiter]]] = defaultdict(list)
+            by_tenant: dict[str, list[tuple[Item, Waiter]]] = defaultdict(list)
             for tenant, item, future in batch:
                 by_tenant[tenant].append((item, future))
             for tenant in sorted(by_tenant):
@@ -415,7 +415,7 @@ class Ledger:
             except Exception:  # noqa: BLE001 - retried on the next tick
                 log.exception("ledger WAL checkpoint failed")
 
-    def _commit_group(self, tenant: str, group: list[tuple[Item, _Waiter]]) -> None:
+    def _commit_group(self, tenant: str, group: list[tuple[Item, Waiter]]) -> None:
         try:
             # The writer thread keeps one connection: no pool checkout (nor PostgreSQL's
             # pre-ping round trip) per group.
@@ -429,10 +429,10 @@ class Ledger:
                 self._conn.invalidate()
                 self._conn.close()
                 self._conn = None
-            _deliver([(waiter, exc) for _, waiter in group])
+            deliver([(waiter, exc) for _, waiter in group])
             return
         self._groups += 1
-        _deliver([(waiter, result) for (_, waiter), result in zip(group, results, strict=True)])
+        deliver([(waiter, result) for (_, waiter), result in zip(group, results, strict=True)])
 
     def get_transfer(self, tenant: str, transfer_id: str) -> TransferPublic:
         from kizuna.ledger.schemas import transfer_id as canonical
@@ -723,39 +723,6 @@ class Ledger:
     ) -> VerifyReport:
         """Recompute log, balances, lots and checkpoints from the transfers (see audit.verify)."""
         return audit.verify(self.engine, self.keys, tenant, trusted_keys)
-
-
-_Waiter = Future[TransferResult] | asyncio.Future[TransferResult]
-_Outcome = TransferResult | BaseException
-
-
-def _deliver(outcomes: list[tuple[_Waiter, _Outcome]]) -> None:
-    """Hand each waiting caller its outcome: threads directly, event loops in one call
-    per loop (each wake-up of a loop from another thread is a write to its self-pipe and
-    a GIL hand-over)."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, _Outcome]]] = defaultdict(
-        list
-    )
-    for waiter, outcome in outcomes:
-        if isinstance(waiter, asyncio.Future):
-            by_loop[waiter.get_loop()].append((waiter, outcome))
-        elif isinstance(outcome, BaseException):
-            waiter.set_exception(outcome)
-        else:
-            waiter.set_result(outcome)
-    for loop, pairs in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
-            loop.call_soon_threadsafe(_settle, pairs)
-
-
-def _settle(pairs: list[tuple[asyncio.Future, _Outcome]]) -> None:
-    for future, outcome in pairs:
-        if future.done():  # cancelled: the client went away
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
 
 
 def _currency_public(row: Any) -> CurrencyPublic:
