@@ -191,8 +191,10 @@ def _q(path: str) -> tuple:
 def test_settlement_waits_for_the_month_end_then_pays_once(app, client, monkeypatch):
     points = app.state.services.points
     hanako = points.resident_for_user(T, "hanako")
-    from kizuna.points.schemas import PaymentIn
+    from kizuna.points.schemas import PaymentIn, PurchaseProgrammeCreate
 
+    # 地域ポイント on sale: each shop gets a second merchant account (nothing paid into it).
+    points.setup_purchase(T, PurchaseProgrammeCreate(premium_budget=8_000))
     pid = str(uuid.uuid4())
     points.authorize(T, hanako, PaymentIn(id=pid, shop="bakery", amount=1000))
     points.confirm(T, hanako, pid)
@@ -206,6 +208,14 @@ def test_settlement_waits_for_the_month_end_then_pays_once(app, client, monkeypa
     monkeypatch.setattr("kizuna.ledger.settlement.now_us", lambda: int(later.timestamp() * 1e6))
     done = client.post("/points/staff/settlement", data={"csrf_token": csrf, "month": month})
     assert "1店舗" in done.text and "985円" in done.text  # 1.5 % fee, rounded down
+    # Shops, not merchant accounts: a shop's 地域ポイント account is not a second shop.
+    shops = points.list_shops(T)
+    accounts = [a for s in shops for a in points.shop_accounts(T, s)]
+    assert len(accounts) > len(shops)
+    settled = re.search(
+        r'精算済の店舗</div><div class="value"[^>]*>(\d+)<span class="unit">/ (\d+)<', done.text
+    )
+    assert settled and settled.groups() == ("1", str(len(shops))), settled
     client.post("/points/staff/settlement", data={"csrf_token": csrf, "month": month})
     shop = app.state.services.ledger.get_account(T, "shop:bakery")
     assert shop.balance == 0 and shop.debits_posted == 1000  # settled once

@@ -1222,11 +1222,16 @@ def _staff_settlement(
         options.append(day)
         day = (day - timedelta(days=1)).replace(day=1)
     rows = points.month_statements(tenant, month)
+    # A shop has a row per merchant account (行政ポイント, 地域ポイント): it counts as
+    # settled once one of them is and none is left open.
+    open_shops = {shop.id for shop, s in rows if s.net > 0 and not s.settled}
     context = {
         "month": month,
         "options": options,
         "rows": rows,
         "settled": {s.merchant for _, s in rows if s.settled},
+        "shops": len({shop.id for shop, _ in rows}),
+        "shops_settled": len({shop.id for shop, s in rows if s.settled} - open_shops),
         "flash": flash,
         "zengin": zengin
         or {**points.zengin_originator(tenant), "transfer_date": _next_weekday(3).isoformat()},
