@@ -35,7 +35,8 @@ from kizuna.broker.changes import defer, flush_now
 from kizuna.broker.models import entities, entity_types, geo_index
 from kizuna.broker.ngsild import Entity
 from kizuna.storage.bulk import bulk_insert, joined_text, split_text
-from kizuna.storage.driver import fetch
+from kizuna.storage.driver import execute, fetch
+from kizuna.storage.engine import json_text
 from kizuna.tenancy.service import TenantScope
 
 
@@ -136,9 +137,10 @@ def load_many(
 # scans the tenant's entries for each id; the locked lookups of the write paths are planned
 # on the unique index (a test checks). On the driver: this runs for every group commit,
 # and building the statement with SQLAlchemy cost more than running it.
+_SPLIT = "(string_to_array(?, chr(31)))[2:]"  # a storage.bulk.joined_text list
 _PG_LOAD_MANY = (
     "SELECT f.pk, f.id, f.types, f.scopes, f.attrs, f.created_at, f.modified_at"
-    " FROM unnest(?::text[]) AS batch(id) CROSS JOIN LATERAL ("
+    f" FROM unnest({_SPLIT}) AS batch(id) CROSS JOIN LATERAL ("
     "SELECT * FROM broker_entities e WHERE e.tenant = ? AND e.id = batch.id LIMIT 1{lock}"
     ") f ORDER BY f.id"
 )
@@ -154,7 +156,7 @@ def _load_many(conn: Connection, tenant: str, ids: Iterable[str], *, lock: bool)
         return {}
     if conn.dialect.name != "postgresql":
         return _load_many_where(conn, entities.c.tenant == tenant, wanted, lock=lock)
-    found = fetch(conn, PG_LOAD_MANY[lock], (wanted, tenant))
+    found = fetch(conn, PG_LOAD_MANY[lock], (joined_text(wanted), tenant))
     return {r[1]: Row(*r) for r in found}
 
 
@@ -276,6 +278,59 @@ def _write_updates(conn: Connection, writes: list[list[_Update]]) -> None:
     for tenant, old, new, now in (item for items in writes for item in items):
         first = final.get(old.pk)
         final[old.pk] = (tenant, first[1] if first else old, new, now)
+    if conn.dialect.name == "postgresql":
+        _pg_write_updates(conn, list(final.values()))
+    else:
+        _sqlite_write_updates(conn, list(final.values()))
+    retyped = [
+        (t, old.pk, new.types) for t, old, new, _ in final.values() if old.types != new.types
+    ]
+    if retyped:
+        conn.execute(
+            delete(entity_types).where(entity_types.c.entity_pk.in_([p for _, p, _ in retyped]))
+        )
+        _write_types(conn, [item for item in retyped if len(item[2]) > 1])
+    regeo = [
+        (tenant, old.pk, new.attrs)
+        for tenant, old, new, _ in final.values()
+        if _geo_part(old.attrs) != _geo_part(new.attrs)
+    ]
+    if regeo:
+        conn.execute(delete(geo_index).where(geo_index.c.entity_pk.in_([p for _, p, _ in regeo])))
+        _write_geo(conn, regeo)
+
+
+# One statement for all of a batch's rows: as an executemany of row UPDATEs (pipelined) it
+# cost 28 µs an entity of PostgreSQL's time in a 1,000-entity upsert, and SQLAlchemy's
+# per-row parameter work as much again in Python. JSON crosses as text lists split in SQL
+# (an empty string is a NULL scope); the keys as an array literal.
+_PG_UPDATE = (
+    "UPDATE broker_entities AS e SET type = u.type, types = u.types::jsonb,"
+    " scopes = NULLIF(u.scopes, '')::jsonb, attrs = u.attrs::jsonb,"
+    " modified_at = u.modified_at::timestamptz"
+    " FROM unnest(?::bigint[], {texts}) AS u(pk, type, types, scopes, attrs, modified_at)"
+    " WHERE e.pk = u.pk"
+).format(texts=", ".join([_SPLIT] * 5))
+
+
+def _pg_write_updates(conn: Connection, final: list[_Update]) -> None:
+    execute(
+        conn,
+        _PG_UPDATE,
+        (
+            "{" + ",".join(str(old.pk) for _, old, _, _ in final) + "}",
+            joined_text(new.types[0] for _, _, new, _ in final),
+            joined_text(json_text(new.types) for _, _, new, _ in final),
+            joined_text(
+                "" if new.scopes is None else json_text(new.scopes) for _, _, new, _ in final
+            ),
+            joined_text(json_text(new.attrs) for _, _, new, _ in final),
+            joined_text(now.isoformat() for _, _, _, now in final),
+        ),
+    )
+
+
+def _sqlite_write_updates(conn: Connection, final: list[_Update]) -> None:
     conn.execute(
         update(entities)
         .where(entities.c.pk == _bind("b_pk"))
@@ -295,25 +350,9 @@ def _write_updates(conn: Connection, writes: list[list[_Update]]) -> None:
                 "b_attrs": new.attrs,
                 "b_now": now,
             }
-            for _, old, new, now in final.values()
+            for _, old, new, now in final
         ],
     )
-    retyped = [
-        (t, old.pk, new.types) for t, old, new, _ in final.values() if old.types != new.types
-    ]
-    if retyped:
-        conn.execute(
-            delete(entity_types).where(entity_types.c.entity_pk.in_([p for _, p, _ in retyped]))
-        )
-        _write_types(conn, [item for item in retyped if len(item[2]) > 1])
-    regeo = [
-        (tenant, old.pk, new.attrs)
-        for tenant, old, new, _ in final.values()
-        if _geo_part(old.attrs) != _geo_part(new.attrs)
-    ]
-    if regeo:
-        conn.execute(delete(geo_index).where(geo_index.c.entity_pk.in_([p for _, p, _ in regeo])))
-        _write_geo(conn, regeo)
 
 
 def delete_many(conn: Connection, scope: TenantScope, rows: Sequence[Row]) -> None:

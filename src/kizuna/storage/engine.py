@@ -21,7 +21,8 @@ _MIGRATION_LOCK_KEY = 0x6B697A756E61
 _PING_AFTER_IDLE_S = 1.0
 
 
-def _json_dumps(value: object) -> str:
+def json_text(value: object) -> str:
+    """JSON as the engine writes it (orjson)."""
     return orjson.dumps(value).decode()
 
 
@@ -53,7 +54,7 @@ def create_engine_for(url: str, *, pool_size: int = 32) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            json_serializer=_json_dumps,
+            json_serializer=json_text,
             json_deserializer=orjson.loads,
             connect_args={"check_same_thread": False, "timeout": 30},
             **_pool_options(pool_size),
@@ -80,7 +81,7 @@ def create_engine_for(url: str, *, pool_size: int = 32) -> Engine:
 
     engine = create_engine(
         url,
-        json_serializer=_json_dumps,
+        json_serializer=json_text,
         json_deserializer=orjson.loads,
         **_pool_options(pool_size),
     )
