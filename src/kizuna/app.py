@@ -69,7 +69,8 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
     if engine is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine_for(settings.effective_database_url())
-    upgrade_to_head(engine)
+    if settings.migrate_on_start:
+        upgrade_to_head(engine)
     contexts = ContextStore(engine, settings)
     tenants = TenantDirectory(engine)
     broker = Broker(engine, contexts)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import typer
 import uvicorn
@@ -51,9 +53,13 @@ def serve(
     if port:
         settings.port = port
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    from kizuna.storage import create_engine_for, upgrade_to_head
-
-    upgrade_to_head(create_engine_for(settings.effective_database_url()))
+    # Migrations in a process of their own, so the server's processes never load Alembic.
+    os.environ.setdefault("KIZUNA_DATABASE_URL", settings.effective_database_url())
+    migrated = subprocess.run([sys.executable, "-m", "kizuna.cli", "db", "upgrade"])
+    if migrated.returncode:
+        raise typer.Exit(migrated.returncode)
+    settings.migrate_on_start = False  # this process's settings; workers read the environment
+    os.environ["KIZUNA_MIGRATE_ON_START"] = "false"
     _serve(settings, workers or settings.workers)
 
 

@@ -6,15 +6,16 @@ import re
 import time
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
-from alembic import command
-from alembic.config import Config
 from psycopg.types.json import set_json_dumps
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DisconnectionError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 # Arbitrary constant: serialises concurrent migrations of several workers on PostgreSQL.
 _MIGRATION_LOCK_KEY = 0x6B697A756E61
@@ -131,6 +132,10 @@ def is_postgres(bind: Connection | Engine) -> bool:
 
 
 def alembic_config() -> Config:
+    # Imported here: a server process that did not run the migrations itself (see
+    # Settings.migrate_on_start) never loads Alembic (~10 MB of memory per process).
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("kizuna.storage") / "migrations"))
     return cfg
@@ -142,6 +147,8 @@ def upgrade_to_head(engine: Engine) -> None:
     Each module keeps its own migration branch (``branch_labels=("<module>",)``, based on
     the foundation revision ``0001``), so the script directory has one head per module.
     """
+    from alembic import command
+
     cfg = alembic_config()
     with writer(engine).begin() as conn:
         if is_postgres(conn):
