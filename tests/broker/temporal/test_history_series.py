@@ -54,8 +54,9 @@ def test_postgresql_looks_series_up_by_index_on_a_large_table(pg_engine, analyse
         if analysed:
             conn.execute(text("ANALYZE temporal_series"))
         keys = [(f"urn:ngsi-ld:Sensor:{n}", "https://example.org/t", "") for n in range(1, 1001)]
-        compiled = history._PG_SERIES_BY_KEY.compile(pg_engine)
-        params = compiled.construct_params(history._key_lists(tenant, keys))
+        compiled = history._PG_SERIES_OF_ENTITIES.compile(pg_engine)
+        ids = history.joined_text(sorted({key[0] for key in keys}))
+        params = compiled.construct_params({"tenant": tenant, "entity_ids": ids})
         plan = "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled.string}", params))
         assert "Index Scan using uq_temporal_series_key" in plan, plan
         assert "Hash" not in plan and "Seq Scan" not in plan and "Bitmap" not in plan, plan
