@@ -229,6 +229,10 @@ def test_resident_shop_and_staff_flows_in_a_phone_browser(app, chromium, monkeyp
         page.wait_for_load_state()
         assert "1店舗" in page.locator(".flash.ok").inner_text()
         assert "精算済" in page.locator("#statements").inner_text()
+        # One shop with two merchant accounts (行政ポイント, 地域ポイント) is one shop.
+        shops = len(services.points.list_shops("takasago"))
+        settled = page.locator("[data-figure=shops-settled]").inner_text().replace(" ", "")
+        assert settled == f"1/{shops}", settled
         screenshot(page, "points-staff-settlement")
         with page.expect_download() as download:
             page.click("#csv")
