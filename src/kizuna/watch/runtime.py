@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 
 from kizuna.watch.flood import FloodWatch
-from kizuna.watch.ingest import MqttIngestor
 from kizuna.watch.service import WatchService
+
+if TYPE_CHECKING:
+    from kizuna.watch.ingest import MqttIngestor
 
 log = logging.getLogger("kizuna.watch.jobs")
 
@@ -80,6 +83,9 @@ class WatchRuntime:
     def start(self, *, mqtt: bool, jobs: bool) -> None:
         s = self.watch.settings
         if mqtt and s.watch_mqtt_url:
+            # paho-mqtt and psycopg (~10 MB on SQLite) only where the consumer runs.
+            from kizuna.watch.ingest import MqttIngestor
+
             self.ingestor = MqttIngestor(
                 self.watch,
                 self.flood,
