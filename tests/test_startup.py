@@ -10,7 +10,7 @@ import sys
 # Loaded on first use: energy runs and charts (numpy, pandas, matplotlib), geo-queries
 # (shapely), migrations (alembic), OIDC and checkpoint signing (jwt, cryptography), @context
 # fetches and webhooks (httpx), the MQTT consumer (paho), QR codes (segno), PostgreSQL
-# (psycopg, here on SQLite).
+# (psycopg, here on SQLite); and never in a server process: the CLI (typer, rich).
 DEFERRED = (
     "numpy",
     "pandas",
@@ -23,13 +23,16 @@ DEFERRED = (
     "paho",
     "segno",
     "psycopg",
+    "typer",
+    "rich",
 )
 
-# A `kizuna serve` worker: the CLI module (multiprocessing re-imports it in each worker),
-# the app as the worker builds it, its lifespan started (jobs, delivery worker) and stopped.
+# A `kizuna serve` worker: uvicorn's command (serve execs it; multiprocessing imports it
+# again in each worker), the app as the worker builds it, its lifespan started (jobs,
+# delivery worker) and stopped.
 WORKER = f"""
 import asyncio, sys
-import kizuna.cli
+import uvicorn.main
 from kizuna.app import create_server_app
 
 async def start_and_stop(app):
