@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import NoReturn
 
 import typer
-import uvicorn
 from rich.console import Console
 
 from kizuna.energy.cli import energy_app
@@ -26,17 +26,32 @@ app.add_typer(ledger_app, name="ledger", help="Regional points ledger: verify, c
 console = Console()
 
 
-def _serve(settings: Settings, workers: int) -> None:
+def _serve(settings: Settings, workers: int) -> NoReturn:
     # Workers re-read settings from the environment, so hand the effective URL on.
     os.environ.setdefault("KIZUNA_DATABASE_URL", settings.effective_database_url())
-    uvicorn.run(
-        "kizuna.app:create_server_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=workers,
-        log_level="info",
-        access_log=False,
+    # uvicorn's own command replaces this process (same pid), so the server's processes hold
+    # the app and not this CLI (Typer, Rich: ~3 MB), which multiprocessing would otherwise
+    # import again in every worker.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "kizuna.app:create_server_app",
+            "--factory",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "info",
+            "--no-access-log",
+        ],
     )
 
 

@@ -13,9 +13,8 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from cachetools import TTLCache
@@ -24,6 +23,9 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 from kizuna.auth.models import api_keys, tokens, user_tenants, users
 from kizuna.problems import forbidden, invalid_request, unauthorized
 from kizuna.settings import Settings
+
+if TYPE_CHECKING:
+    from kizuna.auth.oidc import OidcVerifier
 
 
 class Role(StrEnum):
@@ -93,11 +95,12 @@ class Authenticator:
         self._cache: TTLCache[str, Principal] = TTLCache(maxsize=10_000, ttl=cache_seconds)
         self._names: TTLCache[str, str | None] = TTLCache(maxsize=10_000, ttl=cache_seconds)
         self._lock = threading.Lock()
-        self._jwks: jwt.PyJWKClient | None = (
-            jwt.PyJWKClient(settings.oidc_jwks_url, cache_keys=True, lifespan=600)
-            if settings.oidc_jwks_url
-            else None
-        )
+        self._oidc: OidcVerifier | None = None
+        if settings.oidc_jwks_url:
+            # PyJWT and cryptography (~10 MB a process) only where OIDC is configured.
+            from kizuna.auth.oidc import OidcVerifier
+
+            self._oidc = OidcVerifier(settings)
 
     def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
         if api_key:
@@ -174,21 +177,10 @@ class Authenticator:
             return _user_principal(conn, row)
 
     def _from_jwt(self, token: str) -> Principal:
-        if self._jwks is None:
+        if self._oidc is None:
             raise unauthorized("Unknown bearer token (no OIDC provider is configured)")
+        claims = self._oidc.claims(token)
         s = self._settings
-        try:
-            key = self._jwks.get_signing_key_from_jwt(token)
-            claims = jwt.decode(
-                token,
-                key.key,
-                algorithms=["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"],
-                audience=s.oidc_audience or None,
-                issuer=s.oidc_issuer or None,
-                options={"verify_aud": bool(s.oidc_audience)},
-            )
-        except jwt.PyJWTError as exc:
-            raise unauthorized(f"Invalid OIDC token: {exc}") from None
         granted = {str(r) for r in _claim(claims, s.oidc_roles_claim) or []}
         role = next((r for r in _ROLE_PRECEDENCE if r.value in granted), None)
         if role is None:

@@ -21,7 +21,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from cachetools import LRUCache, TTLCache
 from pyld import jsonld
@@ -146,6 +145,9 @@ class ContextStore:
             reason = f"@context {url} is not known here and cannot be fetched"
             self._failed[url] = reason
             raise context_not_available(reason)
+        # httpx (~4 MB of a process) only once an unknown @context has to be fetched.
+        import httpx
+
         try:
             response = httpx.get(
                 url,

@@ -2,8 +2,8 @@
 
 The SQL side only narrows candidates with the spatial index on bounding boxes (R*Tree on
 SQLite, GiST on PostgreSQL); :func:`matches` then applies the exact relation with shapely
-to those candidates. Distances for ``near`` are geodesic metres (haversine on the WGS 84
-mean radius) to the nearest point of the stored geometry.
+(:mod:`kizuna.broker.shapes`) to those candidates. Distances for ``near`` are geodesic
+metres (haversine on the WGS 84 mean radius) to the nearest point of the stored geometry.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
+from types import ModuleType
 from typing import Any
 
 import orjson
-from shapely.geometry import Point, shape
-from shapely.ops import nearest_points
 from sqlalchemy import Select, and_, select, text
 
 from kizuna.broker.models import geo_index
@@ -25,6 +25,15 @@ GEORELS = ("near", "within", "contains", "intersects", "equals", "disjoint", "ov
 _TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon")
 EARTH_RADIUS_M = 6_371_008.8
 _METRES_PER_DEGREE = math.pi * EARTH_RADIUS_M / 180
+
+
+@cache
+def _shapes() -> ModuleType:
+    # shapely loads numpy (~20 MB a process): only a process that meets a geo-query or a
+    # non-point geometry pays for it.
+    from kizuna.broker import shapes
+
+    return shapes
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,7 @@ def parse_geo_query(
         geoproperty or "location",
         max_distance,
         min_distance,
-        shape(query_geometry),
+        _shapes().shape(query_geometry),
     )
 
 
@@ -147,8 +156,7 @@ def bbox(geojson: dict[str, Any]) -> tuple[float, float, float, float]:
     if geojson.get("type") == "Point":  # most stored geometries; shapely costs ~10 µs
         lon, lat = geojson["coordinates"][:2]
         return float(lon), float(lat), float(lon), float(lat)
-    min_lon, min_lat, max_lon, max_lat = shape(geojson).bounds
-    return min_lon, min_lat, max_lon, max_lat
+    return _shapes().bounds(geojson)
 
 
 def near_box(lon: float, lat: float, metres: float) -> tuple[float, float, float, float]:
@@ -248,13 +256,9 @@ def _matches_one(query: GeoQuery, stored: dict[str, Any]) -> bool:
             lon, lat = stored["coordinates"][:2]
             distance = haversine(query.shape.x, query.shape.y, lon, lat)
         else:
-            distance = distance_metres(query.shape, shape(stored))
+            distance = distance_metres(query.shape, stored)
         return _in_range(query, distance)
-    candidate = shape(stored)
-    target = query.shape
-    if query.georel == "equals":
-        return candidate.equals(target)
-    return bool(getattr(candidate, query.georel)(target))
+    return _shapes().relates(query.georel, stored, query.shape)
 
 
 def _in_range(query: GeoQuery, distance: float) -> bool:
@@ -263,11 +267,11 @@ def _in_range(query: GeoQuery, distance: float) -> bool:
     return not (query.min_distance is not None and distance < query.min_distance)
 
 
-def distance_metres(point: Point, geometry: Any) -> float:
-    """Great-circle metres from ``point`` to the nearest point of ``geometry``."""
-    if geometry.contains(point):
+def distance_metres(point: Any, geojson: dict[str, Any]) -> float:
+    """Great-circle metres from the shapely ``point`` to the nearest point of a geometry."""
+    nearest = _shapes().nearest_point(point, geojson)
+    if nearest is None:
         return 0.0
-    nearest = nearest_points(point, geometry)[1]
     return haversine(point.x, point.y, nearest.x, nearest.y)
 
 

@@ -5,6 +5,9 @@ PEM, mode 0600), created on first use. It is deliberately not in the database: w
 rewrite ledger rows must not also be able to re-sign checkpoints. The public half is
 recorded in ``ledger_signing_keys`` (and served at ``GET /ledger/keys``) so auditors can
 pin it. With several servers, the key directory must be shared (or the key file copied).
+
+cryptography (~9 MB of a process) is imported where a key is first read, made or checked,
+so a server whose ledger never signs does not load it.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def key_id(public_key: bytes) -> str:
@@ -23,10 +27,12 @@ def key_id(public_key: bytes) -> str:
 
 
 def public_bytes(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key.public_key().public_bytes_raw()
 
 
 def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # see docstring
+
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except Exception:  # noqa: BLE001 - any failure is "not valid"
@@ -50,6 +56,9 @@ class KeyStore:
         path = self.path(tenant)
         if not path.exists():
             return None
+        from cryptography.hazmat.primitives import serialization  # see the module's docstring
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         assert isinstance(key, Ed25519PrivateKey)
         with self._lock:
@@ -60,6 +69,9 @@ class KeyStore:
         key = self.existing(tenant)
         if key is not None:
             return key
+        from cryptography.hazmat.primitives import serialization  # see the module's docstring
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         self.directory.mkdir(parents=True, exist_ok=True)
         new = Ed25519PrivateKey.generate()
         pem = new.private_bytes(

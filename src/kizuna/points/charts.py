@@ -1,6 +1,7 @@
 """Pictures the points pages serve: QR codes (segno), the shop's A4 poster and the city
 dashboard's charts (matplotlib, drawn on the server; IPAexGothic from japanize-matplotlib for
-Japanese labels). matplotlib loads on the first chart or poster, not with the server.
+Japanese labels). segno loads on the first QR code, matplotlib on the first chart or poster,
+not with the server.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import io
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-import segno
 
 CJK_FAMILIES = ("IPAexGothic", "Noto Sans CJK JP", "Noto Sans JP", "IPAGothic")
 COLORS = {
@@ -35,6 +34,8 @@ CATEGORY_LABELS = {
 
 def qr_svg(data: str, scale: int = 6) -> str:
     """An inline SVG QR code (error correction M, quiet zone of 4 modules)."""
+    import segno  # see the module's docstring
+
     qr = segno.make(data, error="m", micro=False)
     buf = io.BytesIO()
     qr.save(buf, kind="svg", scale=scale, border=4, xmldecl=False, svgns=True, dark="#1d2433")
@@ -42,6 +43,8 @@ def qr_svg(data: str, scale: int = 6) -> str:
 
 
 def qr_png(data: str, scale: int = 10) -> bytes:
+    import segno  # see the module's docstring
+
     qr = segno.make(data, error="m", micro=False)
     buf = io.BytesIO()
     qr.save(buf, kind="png", scale=scale, border=4)
@@ -73,6 +76,7 @@ def _pyplot() -> Any:
 def poster_pdf(programme: str, shop: str, town: str, url: str) -> bytes:
     """The shop's A4 poster: programme, shop name, a large QR code and how to pay."""
     _pyplot()
+    import segno
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8.27, 11.69))  # A4 portrait, inches

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import jwt
 from fastapi import Header, Request
 from fastapi.concurrency import run_in_threadpool
 
@@ -177,6 +176,9 @@ def verify_oidc(
             400,
         )
     resident = _me(request, scope)
+    # PyJWT (with cryptography, ~10 MB) is loaded only where OIDC is configured.
+    import jwt
+
     token = authorization.partition(" ")[2]
     claims = jwt.decode(token, options={"verify_signature": False})  # verified above
     value: Any = claims

@@ -9,8 +9,6 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import psycopg
-from psycopg.types.json import set_json_dumps
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DisconnectionError
 
@@ -79,6 +77,10 @@ def create_engine_for(url: str, *, pool_size: int = 32) -> Engine:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
+
+    # The driver (~9 MB a process) is imported only where the database is PostgreSQL.
+    import psycopg
+    from psycopg.types.json import set_json_dumps
 
     engine = create_engine(
         url,

@@ -10,14 +10,36 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from kizuna.watch.flood import FloodWatch
-from kizuna.watch.ingest import MqttIngestor
 from kizuna.watch.service import WatchService
 
+if TYPE_CHECKING:
+    import httpx
+
+    from kizuna.watch.ingest import MqttIngestor
+
 log = logging.getLogger("kizuna.watch.jobs")
+
+
+class WebhookClient:
+    """The jobs' HTTP client for guardians' webhooks, made on the first POST: a process that
+    never sends one does not load httpx (~4 MB)."""
+
+    def __init__(self) -> None:
+        self._client: httpx.Client | None = None
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(timeout=5, follow_redirects=False)
+        return self._client.post(url, **kwargs)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
 class WatchJobs:
@@ -31,7 +53,7 @@ class WatchJobs:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_hour: datetime | None = None
-        self._http = httpx.Client(timeout=5, follow_redirects=False)
+        self._http = WebhookClient()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="watch-jobs", daemon=True)
@@ -80,6 +102,9 @@ class WatchRuntime:
     def start(self, *, mqtt: bool, jobs: bool) -> None:
         s = self.watch.settings
         if mqtt and s.watch_mqtt_url:
+            # paho-mqtt and psycopg (~10 MB on SQLite) only where the consumer runs.
+            from kizuna.watch.ingest import MqttIngestor
+
             self.ingestor = MqttIngestor(
                 self.watch,
                 self.flood,
