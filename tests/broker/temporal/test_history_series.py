@@ -113,3 +113,29 @@ def test_a_write_group_records_its_history_once_at_its_end_in_order(engine):
         recorder(conn, [_change("urn:s:4", 3.0, t0)])
         close_group(conn, flush=False)
         assert _values(conn, "urn:s:4") == []
+
+
+def test_a_created_entity_whose_series_exist_records_into_them(engine):
+    """A created entity's series are written without a look-up; if some exist already
+    (history the temporal API kept of an entity that was created again), the write falls
+    back to finding them, and the new ones are still created."""
+    humidity = "https://example.org/humidity"
+    recorder = history.HistoryRecorder()
+    t0 = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    with engine.begin() as conn:
+        kept = history.series_pks(conn, "a", [("urn:s:7", TEMP, "")])
+        attrs = {
+            TEMP: [{"type": "Property", "value": 20.0}],
+            humidity: [{"type": "Property", "value": 0.5}],
+        }
+        entity = Entity("urn:s:7", ["https://example.org/Sensor"], None, attrs)
+        recorder(conn, [EntityChange("a", "urn:s:7", None, entity, t0)])
+        temperature, moist = ("urn:s:7", TEMP, ""), ("urn:s:7", humidity, "")
+        found = history.series_pks(conn, "a", [temperature, moist], create=False)
+        assert found[temperature] == kept[temperature]
+        rows = conn.execute(
+            select(history.instances.c.series_pk, history.instances.c.num_value).where(
+                history.instances.c.series_pk.in_(list(found.values()))
+            )
+        ).all()
+        assert sorted(rows) == sorted([(found[temperature], 20.0), (found[moist], 0.5)])

@@ -19,23 +19,24 @@ on PostgreSQL the COPY's statement trigger adds the rows' day totals to ``tempor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 
 from kizuna.broker.changes import EntityChange, defer
 from kizuna.broker.context import NGSI_LD
 from kizuna.broker.ngsild import NGSI_LD_NULL
 from kizuna.broker.temporal.models import instances, series
-from kizuna.storage.bulk import bulk_insert, joined_text, split_text
+from kizuna.storage.bulk import allocate_keys, bulk_insert_values, joined_text, split_text
 
 # conn.info key: (tenant, entity id) pairs whose history the temporal API writes itself
 # during the current write, so the listener leaves them alone.
 SKIP_KEY = "kizuna.temporal.skip"
-_TIME_KEYS = ("observedAt", "createdAt", "modifiedAt", "deletedAt", "instanceId")
+_TIME_KEYS = frozenset({"observedAt", "createdAt", "modifiedAt", "deletedAt", "instanceId"})
 _CHUNK = 1000
 SeriesKey = tuple[str, str, str]  # entity id, attribute IRI, datasetId ('' default)
 # The entity's scope has a history of its own, kept as a series of this name.
@@ -59,6 +60,17 @@ def numeric(inst: dict[str, Any]) -> float | None:
     return None
 
 
+INSTANCE_COLUMNS = (
+    "series_pk",
+    "observed_at",
+    "created_at",
+    "modified_at",
+    "deleted_at",
+    "num_value",
+    "instance",
+)
+
+
 def instance_row(
     series_pk: int,
     inst: dict[str, Any],
@@ -67,15 +79,47 @@ def instance_row(
     deleted_at: datetime | None = None,
 ) -> dict[str, Any]:
     """One temporal_instances row for a stored-form attribute instance."""
-    return {
-        "series_pk": series_pk,
-        "observed_at": parse_time(inst.get("observedAt")),
-        "created_at": parse_time(inst.get("createdAt")) or now,
-        "modified_at": parse_time(inst.get("modifiedAt")) or now,
-        "deleted_at": deleted_at,
-        "num_value": numeric(inst),
-        "instance": {k: v for k, v in inst.items() if k not in _TIME_KEYS},
-    }
+    values = instance_values(series_pk, inst, now, deleted_at, parse_time)
+    return dict(zip(INSTANCE_COLUMNS, values, strict=True))
+
+
+def instance_values(
+    series_pk: int,
+    inst: dict[str, Any],
+    now: datetime,
+    deleted_at: datetime | None,
+    moment: Callable[[Any], datetime | None],
+) -> tuple[Any, ...]:
+    """:func:`instance_row` as values in INSTANCE_COLUMNS order, its times read by
+    ``moment`` (:func:`parse_time`, or a :func:`time_reader`'s)."""
+    return (
+        series_pk,
+        moment(inst.get("observedAt")),
+        moment(inst.get("createdAt")) or now,
+        moment(inst.get("modifiedAt")) or now,
+        deleted_at,
+        numeric(inst),
+        {k: v for k, v in inst.items() if k not in _TIME_KEYS},
+    )
+
+
+_UNREAD = object()
+
+
+def time_reader() -> Callable[[Any], datetime | None]:
+    """:func:`parse_time` that parses each distinct string once: a write's instances share
+    their createdAt and modifiedAt (the write's time) and mostly their observedAt."""
+    read: dict[str, datetime | None] = {}
+
+    def moment(value: Any) -> datetime | None:
+        if not isinstance(value, str):
+            return None
+        found = read.get(value, _UNREAD)
+        if found is _UNREAD:
+            found = read[value] = parse_time(value)
+        return found  # type: ignore[return-value]
+
+    return moment
 
 
 def deletion_marker(inst: dict[str, Any]) -> dict[str, Any]:
@@ -126,10 +170,10 @@ def series_pks(
     """Primary keys of the series, creating the missing ones (when ``create``).
 
     ``new`` are keys expected not to exist yet (a created entity's attributes): they are
-    inserted without being looked up first, which saves a statement per batch.
+    written with keys taken up front, without a look-up (see :func:`_insert_new_series`).
     """
     wanted = set(keys)
-    found = _create_series(conn, tenant, sorted(wanted.intersection(new))) if create else {}
+    found = _insert_new_series(conn, tenant, sorted(wanted.intersection(new))) if create else {}
     found.update(_read_series(conn, tenant, wanted - found.keys()))
     missing = sorted(wanted - found.keys())
     if missing and create:
@@ -137,6 +181,29 @@ def series_pks(
         # Read back what the insert did not return: created by a concurrent writer first.
         found.update(_read_series(conn, tenant, wanted - found.keys()))
     return found
+
+
+_SERIES_COLUMNS = ("pk", "tenant", "entity_id", "attr", "dataset_id")
+
+
+def _insert_new_series(
+    conn: Connection, tenant: str, keys: list[SeriesKey]
+) -> dict[SeriesKey, int]:
+    """Write series expected to be new in one plain bulk insert, with their keys taken up
+    front: on PostgreSQL a third of the cost of INSERT … ON CONFLICT … RETURNING (15 against
+    34 µs of server time for an entity's 6 series), with nothing to read back. If one
+    exists after all (the history of an entity that was created again while the temporal
+    API kept it), nothing is written and the caller takes the general path."""
+    if not keys:
+        return {}
+    pks = allocate_keys(conn, series, len(keys))
+    rows = [(pk, tenant, *key) for pk, key in zip(pks, keys, strict=True)]
+    try:
+        with conn.begin_nested():
+            bulk_insert_values(conn, series, _SERIES_COLUMNS, rows)
+    except (IntegrityError, conn.dialect.loaded_dbapi.IntegrityError):
+        return {}
+    return dict(zip(keys, pks, strict=True))
 
 
 def _create_series(conn: Connection, tenant: str, keys: list[SeriesKey]) -> dict[SeriesKey, int]:
@@ -265,28 +332,36 @@ class HistoryRecorder:
         for change in changes:
             if change.after is None:
                 continue
-            before = change.before.attrs if change.before is not None else {}
+            entity_id, at = change.entity_id, change.at
             after = change.after.attrs
-            for iri, new_instances in after.items():
-                old = {i.get("datasetId", ""): i for i in before.get(iri, ())}
-                for inst in new_instances:
-                    dataset = inst.get("datasetId", "")
-                    if old.get(dataset) != inst:
-                        pending.append(((change.entity_id, iri, dataset), inst, None, change.at))
-            for iri, old_instances in before.items():
-                kept = {i.get("datasetId", "") for i in after.get(iri, ())}
-                for inst in old_instances:
-                    dataset = inst.get("datasetId", "")
-                    if dataset not in kept:
-                        marker = deletion_marker(inst)
-                        key = (change.entity_id, iri, dataset)
-                        pending.append((key, marker, change.at, change.at))
+            if change.before is None:  # created: every instance is new
+                pending += [
+                    ((entity_id, iri, inst.get("datasetId", "")), inst, None, at)
+                    for iri, new_instances in after.items()
+                    for inst in new_instances
+                ]
+            else:
+                before = change.before.attrs
+                for iri, new_instances in after.items():
+                    old = {i.get("datasetId", ""): i for i in before.get(iri, ())}
+                    for inst in new_instances:
+                        dataset = inst.get("datasetId", "")
+                        if old.get(dataset) != inst:
+                            pending.append(((entity_id, iri, dataset), inst, None, at))
+                for iri, old_instances in before.items():
+                    kept = {i.get("datasetId", "") for i in after.get(iri, ())}
+                    for inst in old_instances:
+                        dataset = inst.get("datasetId", "")
+                        if dataset not in kept:
+                            pending.append(
+                                ((entity_id, iri, dataset), deletion_marker(inst), at, at)
+                            )
             before_scopes = change.before.scopes if change.before is not None else None
             scoped = scope_instance(before_scopes, change.after.scopes)
             if scoped is not None:
                 inst, deleted = scoped
-                key = (change.entity_id, SCOPE_IRI, "")
-                pending.append((key, inst, change.at if deleted else None, change.at))
+                key = (entity_id, SCOPE_IRI, "")
+                pending.append((key, inst, at if deleted else None, at))
         if not pending:
             return
         created = {c.entity_id for c in changes if c.before is None}
@@ -296,11 +371,13 @@ class HistoryRecorder:
             (item[0] for item in pending),
             new=(item[0] for item in pending if item[0][0] in created),
         )
-        bulk_insert(
+        moment = time_reader()
+        bulk_insert_values(
             conn,
             instances,
+            INSTANCE_COLUMNS,
             [
-                instance_row(pks[key], inst, written, deleted_at=deleted)
+                instance_values(pks[key], inst, written, deleted, moment)
                 for key, inst, deleted, written in pending
             ],
         )
