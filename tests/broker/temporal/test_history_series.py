@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 from kizuna.broker.changes import EntityChange, close_group, open_group
 from kizuna.broker.ngsild import Entity
 from kizuna.broker.temporal import history
+from kizuna.storage.driver import fetch
 
 
 def test_series_keys_are_created_once_and_found_again(engine):
@@ -54,10 +55,9 @@ def test_postgresql_looks_series_up_by_index_on_a_large_table(pg_engine, analyse
         if analysed:
             conn.execute(text("ANALYZE temporal_series"))
         keys = [(f"urn:ngsi-ld:Sensor:{n}", "https://example.org/t", "") for n in range(1, 1001)]
-        compiled = history._PG_SERIES_OF_ENTITIES.compile(pg_engine)
         ids = history.joined_text(sorted({key[0] for key in keys}))
-        params = compiled.construct_params({"tenant": tenant, "entity_ids": ids})
-        plan = "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled.string}", params))
+        explain = f"EXPLAIN {history._PG_SERIES_OF_ENTITIES}"
+        plan = "\n".join(r[0] for r in fetch(conn, explain, (ids, tenant)))
         assert "Index Scan using uq_temporal_series_key" in plan, plan
         assert "Hash" not in plan and "Seq Scan" not in plan and "Bitmap" not in plan, plan
         assert len(history.series_pks(conn, tenant, keys, create=False)) == 1000

@@ -32,6 +32,7 @@ from kizuna.broker.context import NGSI_LD
 from kizuna.broker.ngsild import NGSI_LD_NULL
 from kizuna.broker.temporal.models import instances, series
 from kizuna.storage.bulk import allocate_keys, bulk_insert_values, joined_text, split_text
+from kizuna.storage.driver import fetch
 
 # conn.info key: (tenant, entity id) pairs whose history the temporal API writes itself
 # during the current write, so the listener leaves them alone.
@@ -173,7 +174,9 @@ def series_pks(
     written with keys taken up front, without a look-up (see :func:`_insert_new_series`).
     """
     wanted = set(keys)
-    found = _insert_new_series(conn, tenant, sorted(wanted.intersection(new))) if create else {}
+    # In no particular order: another writer of these series would have had to insert
+    # their entity first, so it waits on (or fails at) that row before reaching them.
+    found = _insert_new_series(conn, tenant, list(wanted.intersection(new))) if create else {}
     found.update(_read_series(conn, tenant, wanted - found.keys()))
     missing = sorted(wanted - found.keys())
     if missing and create:
@@ -250,10 +253,11 @@ _PG_CREATE_SERIES = text(
 # A LATERAL subquery behind OFFSET 0 cannot be flattened into a join, so each entity is one
 # range scan of the unique index, which returns all of its series at once (a probe per
 # (entity, attribute) key cost three times as much: 19 → 6 µs an entity of a report).
-_PG_SERIES_OF_ENTITIES = text(
-    f"SELECT s.pk, s.entity_id, s.attr, s.dataset_id FROM unnest({split_text('entity_ids')})"
-    " AS k(entity_id) CROSS JOIN LATERAL (SELECT pk, entity_id, attr, dataset_id"
-    " FROM temporal_series WHERE tenant = :tenant AND entity_id = k.entity_id OFFSET 0) s"
+_PG_SERIES_OF_ENTITIES = (
+    "SELECT s.pk, s.entity_id, s.attr, s.dataset_id"
+    " FROM unnest((string_to_array(?, chr(31)))[2:]) AS k(entity_id) CROSS JOIN LATERAL"
+    " (SELECT pk, entity_id, attr, dataset_id FROM temporal_series"
+    " WHERE tenant = ? AND entity_id = k.entity_id OFFSET 0) s"
 )
 
 
@@ -261,9 +265,10 @@ def _read_series(conn: Connection, tenant: str, wanted: set[SeriesKey]) -> dict[
     if not wanted:
         return {}
     if conn.dialect.name == "postgresql":
+        # On the driver: a report's 6,000 series as SQLAlchemy rows cost 3 ms.
         ids = joined_text(sorted({key[0] for key in wanted}))
-        found = _by_key(conn.execute(_PG_SERIES_OF_ENTITIES, {"tenant": tenant, "entity_ids": ids}))
-        return {key: pk for key, pk in found.items() if key in wanted}
+        rows = fetch(conn, _PG_SERIES_OF_ENTITIES, (ids, tenant))
+        return {key: pk for pk, e, a, d in rows if (key := (e, a, d)) in wanted}
     found: dict[SeriesKey, int] = {}
     ordered = sorted({key[0] for key in wanted})
     for start in range(0, len(ordered), _CHUNK):
