@@ -10,7 +10,7 @@ phase, the Python process's CPU time and (PostgreSQL) the CPU time of the backen
 process connected, read from /proc. CPU time, unlike wall time, is not inflated by other
 work on a shared machine.
 
-    python bench/broker_write_cpu.py [--entities 20000] [--db postgresql|sqlite]
+    python bench/broker_write_cpu.py [--entities 20000] [--db postgresql|sqlite] [--reports 1]
                                      [--profile insert|update] [--top 30]
 """
 
@@ -94,11 +94,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entities", type=int, default=20_000)
     parser.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--reports", type=int, default=1, help="next reports after the creation")
     parser.add_argument("--profile", choices=("insert", "update"))
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
     chunks = batches(args.entities)
-    later = next_report(chunks)
+    phases = [("insert", chunks)]
+    for n in range(args.reports):
+        phases.append(("update" if n == 0 else f"update {n + 1}", next_report(phases[-1][1])))
     scope = TenantScope(
         "default", Principal("system", "bench", Role.PLATFORM_ADMIN, None, True), True
     )
@@ -117,7 +120,7 @@ def main() -> None:
         gc.set_threshold(young, middle, 1000)
         n = args.entities
         print(f"{args.db}, {n:,} entities in batches of {len(chunks[0]):,}; per entity:")
-        for name, data in (("insert", chunks), ("update", later)):
+        for name, data in phases:
             profile = cProfile.Profile() if args.profile == name else None
             wall, py, db = run_phase(services, scope, data, backends, profile)
             db_text = f", database CPU {db / n * 1e6:6.1f} µs" if db is not None else ""
