@@ -265,7 +265,8 @@ def _read_series(conn: Connection, tenant: str, wanted: set[SeriesKey]) -> dict[
     if not wanted:
         return {}
     if conn.dialect.name == "postgresql":
-        # On the driver: a report's 6,000 series as SQLAlchemy rows cost 3 ms.
+        # On the driver (here and on SQLite): a report's 6,000 series as SQLAlchemy rows
+        # cost 3 ms.
         ids = joined_text(sorted({key[0] for key in wanted}))
         rows = fetch(conn, _PG_SERIES_OF_ENTITIES, (ids, tenant))
         return {key: pk for pk, e, a, d in rows if (key := (e, a, d)) in wanted}
@@ -273,15 +274,16 @@ def _read_series(conn: Connection, tenant: str, wanted: set[SeriesKey]) -> dict[
     ordered = sorted({key[0] for key in wanted})
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
-        for row in conn.execute(
-            select(series.c.pk, series.c.entity_id, series.c.attr, series.c.dataset_id).where(
-                series.c.tenant == tenant, series.c.entity_id.in_(chunk)
-            )
-        ):
-            key = (row.entity_id, row.attr, row.dataset_id)
-            if key in wanted:
-                found[key] = row.pk
+        marks = ", ".join("?" * len(chunk))
+        rows = fetch(conn, _SQLITE_SERIES_OF_ENTITIES.format(marks=marks), (tenant, *chunk))
+        found.update((key, pk) for pk, e, a, d in rows if (key := (e, a, d)) in wanted)
     return found
+
+
+_SQLITE_SERIES_OF_ENTITIES = (
+    "SELECT pk, entity_id, attr, dataset_id FROM temporal_series"
+    " WHERE tenant = ? AND entity_id IN ({marks})"
+)
 
 
 def delete_entities(conn: Connection, tenant: str, entity_ids: Sequence[str]) -> int:
