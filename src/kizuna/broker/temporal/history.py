@@ -37,7 +37,7 @@ from kizuna.storage.driver import fetch
 # conn.info key: (tenant, entity id) pairs whose history the temporal API writes itself
 # during the current write, so the listener leaves them alone.
 SKIP_KEY = "kizuna.temporal.skip"
-_TIME_KEYS = frozenset({"observedAt", "createdAt", "modifiedAt", "deletedAt", "instanceId"})
+_TIME_KEYS = ("observedAt", "createdAt", "modifiedAt", "deletedAt", "instanceId")
 _CHUNK = 1000
 SeriesKey = tuple[str, str, str]  # entity id, attribute IRI, datasetId ('' default)
 # The entity's scope has a history of its own, kept as a series of this name.
@@ -100,8 +100,16 @@ def instance_values(
         moment(inst.get("modifiedAt")) or now,
         deleted_at,
         numeric(inst),
-        {k: v for k, v in inst.items() if k not in _TIME_KEYS},
+        _without_times(inst),
     )
+
+
+def _without_times(inst: dict[str, Any]) -> dict[str, Any]:
+    # A copy with pops: half the cost of a comprehension testing every member.
+    out = inst.copy()
+    for key in _TIME_KEYS:
+        out.pop(key, None)
+    return out
 
 
 _UNREAD = object()
