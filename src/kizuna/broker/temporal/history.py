@@ -182,9 +182,12 @@ def series_pks(
     written with keys taken up front, without a look-up (see :func:`_insert_new_series`).
     """
     wanted = set(keys)
-    # In no particular order: another writer of these series would have had to insert
-    # their entity first, so it waits on (or fails at) that row before reaching them.
-    found = _insert_new_series(conn, tenant, list(wanted.intersection(new))) if create else {}
+    # In the order given (a write's entities and their attributes): the keys taken for
+    # them ascend along the instance rows, so those rows' index entries go to the right
+    # edge of the indexes. No other order is needed against deadlocks: another writer
+    # of these series would have to insert their entity first, and waits on that row.
+    fresh = list(dict.fromkeys(key for key in new if key in wanted)) if create else []
+    found = _insert_new_series(conn, tenant, fresh)
     found.update(_read_series(conn, tenant, wanted - found.keys()))
     missing = sorted(wanted - found.keys())
     if missing and create:
