@@ -42,6 +42,7 @@ from _harness import (  # noqa: E402
     kizuna_server,
     pg_connect,
     pg_schema,
+    require_free_port,
     rss_mb,
     schema_url,
     weather_entity,
@@ -375,6 +376,7 @@ def run_wrk(port: int, count: int, seconds: int) -> float:
 
 
 def bare_endpoint_rate(schema: str, port: int, count: int, seconds: int, workers: int) -> float:
+    require_free_port(port)
     folder = Path(tempfile.mkdtemp())
     (folder / "bare_app.py").write_text(BARE_APP)
     env = {

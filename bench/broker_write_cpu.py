@@ -31,7 +31,6 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import PG_DSN, pg_schema, schema_url  # noqa: E402
 from broker_write import batches, next_report  # noqa: E402
-
 from kizuna.app import build_services  # noqa: E402
 from kizuna.auth.service import Principal, Role  # noqa: E402
 from kizuna.settings import Settings  # noqa: E402
