@@ -11,10 +11,13 @@ representation belongs to the entity: ``delete_temporal_on_core_delete``).
 The entity's scope is recorded the same way, as a series named ``ngsi-ld:scope``: an
 instance per change, and a deletion marker with an empty list as value.
 
-Cost on the write path: one indexed SELECT for the series keys of a batch, an INSERT for
-the series that are new, and the rows in one COPY (PostgreSQL) or executemany (SQLite);
-on PostgreSQL the COPY's statement trigger adds the rows' day totals to ``temporal_daily``
-(one INSERT … ON CONFLICT per statement, migration temporal_0002).
+Cost on the write path, per batch: the series of created entities written with keys
+taken up front (one COPY on PostgreSQL, executemany on SQLite; no look-up), one indexed
+SELECT for the series of updated entities and an INSERT … ON CONFLICT for any of theirs
+that are new, and the instance rows in one COPY (executemany on SQLite); on PostgreSQL
+the COPY's statement trigger adds the rows' day totals to ``temporal_daily`` (one
+INSERT … ON CONFLICT per statement, migration temporal_0002; its pages are half empty,
+so a day's row is updated in place: temporal_0003).
 """
 
 from __future__ import annotations
