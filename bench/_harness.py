@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,7 @@ def pg_connect(schema: str) -> psycopg.Connection:
 @contextlib.contextmanager
 def kizuna_server(database_url: str, port: int, workers: int = 1) -> Iterator[list[int]]:
     """Run `kizuna serve`; yields the pids of its processes (master and workers)."""
+    require_free_port(port)
     env = dict(os.environ)
     env.update(
         KIZUNA_DATABASE_URL=database_url,
@@ -67,10 +69,23 @@ def kizuna_server(database_url: str, port: int, workers: int = 1) -> Iterator[li
         try:
             wait_healthy(f"http://127.0.0.1:{port}/health")
             time.sleep(1.0 if workers > 1 else 0.2)
+            if proc.poll() is not None:
+                raise SystemExit(f"kizuna serve exited; see {log_path}")
             yield process_tree(proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def require_free_port(port: int) -> None:
+    """Stop unless nothing listens on ``port``: on a shared machine another engineer's
+    server may, and a bench would then measure (and write to) that server instead."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise SystemExit(f"port {port} is in use; pass another --port") from None
 
 
 def wait_healthy(url: str, seconds: float = 60) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from kizuna.broker import geo
@@ -220,8 +221,8 @@ def _instances(iri: str, raw: Any, tm: TermMap, now: str, allow_null: bool) -> l
         and all(isinstance(i, dict) and _looks_like_instance(i) for i in raw)
     ):
         instances = [_instance(iri, item, tm, now, allow_null) for item in raw]
-    else:
-        instances = [_instance(iri, raw, tm, now, allow_null)]
+    else:  # one instance: no datasetIds to compare, nothing to order
+        return [_instance(iri, raw, tm, now, allow_null)]
     seen: set[str | None] = set()
     for inst in instances:
         dataset = inst.get("datasetId")
@@ -270,12 +271,11 @@ def _instance(iri: str, raw: Any, tm: TermMap, now: str, allow_null: bool) -> di
     out: dict[str, Any] = {"type": kind}
     _core_value(iri, kind, raw, out, tm)
     for key, item in raw.items():
-        if key in VALUE_KEYS:
+        if key in _NOT_COPIED:
             continue
-        if key in SYSTEM_KEYS or key == "instanceId":
-            continue  # system-generated; clients cannot set them
         if key == "observedAt":
-            parse_datetime(item, f"{iri} observedAt")
+            if not (isinstance(item, str) and _is_datetime(item)):
+                raise bad_request(f"{iri} observedAt must be an ISO 8601 DateTime, got {item!r}")
             out[key] = item
         elif key == "unitCode":
             if not isinstance(item, str):
@@ -297,6 +297,22 @@ def _instance(iri: str, raw: Any, tm: TermMap, now: str, allow_null: bool) -> di
     out["createdAt"] = now
     out["modifiedAt"] = now
     return out
+
+
+# Members of an instance not copied as they come: its type and value (taken by
+# _core_value), and the system-generated ones clients cannot set.
+_NOT_COPIED = VALUE_KEYS | set(SYSTEM_KEYS) | {"instanceId"}
+
+
+@lru_cache(maxsize=1024)
+def _is_datetime(value: str) -> bool:
+    """Whether ``value`` is an ISO 8601 DateTime (as :func:`parse_datetime` reads it); a
+    batch's instances mostly share their observedAt, so each distinct one is parsed once."""
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _infer_kind(raw: dict[str, Any]) -> str | None:

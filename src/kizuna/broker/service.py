@@ -414,9 +414,8 @@ class Broker:
 
     def batch_create(self, scope: TenantScope, tm_for: TermMapOf, body: Any) -> BatchResult:
         now = self._now()
-        valid, result = _validate_batch(
-            body, lambda item: expand_entity(item, tm_for(item), to_iso(now))
-        )
+        stamp = to_iso(now)  # once: formatting it cost 2 µs an entity
+        valid, result = _validate_batch(body, lambda item: expand_entity(item, tm_for(item), stamp))
 
         def work(conn: Connection) -> BatchResult:
             out = BatchResult(errors=list(result.errors))
@@ -442,9 +441,8 @@ class Broker:
         self, scope: TenantScope, tm_for: TermMapOf, body: Any, *, replace: bool
     ) -> BatchResult:
         now = self._now()
-        valid, result = _validate_batch(
-            body, lambda item: expand_entity(item, tm_for(item), to_iso(now))
-        )
+        stamp = to_iso(now)  # once: formatting it cost 2 µs an entity
+        valid, result = _validate_batch(body, lambda item: expand_entity(item, tm_for(item), stamp))
 
         def work(conn: Connection) -> BatchResult:
             out = BatchResult(errors=list(result.errors))
@@ -473,10 +471,11 @@ class Broker:
         self, scope: TenantScope, tm_for: TermMapOf, body: Any, *, overwrite: bool
     ) -> BatchResult:
         now = self._now()
+        stamp = to_iso(now)
 
         def parse(item: Any) -> tuple[Entity, TermMap]:
             tm = tm_for(item)
-            return expand_entity(item, tm, to_iso(now), require_type=False), tm
+            return expand_entity(item, tm, stamp, require_type=False), tm
 
         valid, result = _validate_batch(body, parse)
 
@@ -510,13 +509,14 @@ class Broker:
 
     def batch_merge(self, scope: TenantScope, tm_for: TermMapOf, body: Any) -> BatchResult:
         now = self._now()
+        stamp = to_iso(now)
 
         def parse(item: Any) -> tuple[str, Entity]:
             if not isinstance(item, dict):
                 raise bad_request("Each entity must be a JSON object")
             tm = tm_for(item)
-            expand_entity(item, tm, to_iso(now), require_type=False)  # validation only
-            return item["id"], _merge_patch(item, tm, to_iso(now))
+            expand_entity(item, tm, stamp, require_type=False)  # validation only
+            return item["id"], _merge_patch(item, tm, stamp)
 
         pairs, result = _validate_batch(body, parse)
 

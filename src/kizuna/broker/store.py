@@ -34,7 +34,7 @@ from kizuna.broker import geo
 from kizuna.broker.changes import defer, flush_now
 from kizuna.broker.models import entities, entity_types, geo_index
 from kizuna.broker.ngsild import Entity
-from kizuna.storage.bulk import bulk_insert, joined_text, split_text
+from kizuna.storage.bulk import allocate_keys, bulk_insert, joined_text, split_text
 from kizuna.storage.driver import execute, fetch
 from kizuna.storage.engine import json_text
 from kizuna.tenancy.service import TenantScope
@@ -222,7 +222,7 @@ def insert_many(
     """Insert entities; returns their primary keys by id."""
     if not new:
         return {}
-    allocated = _allocate_pks(conn, len(new))
+    allocated = allocate_keys(conn, entities, len(new))
     rows = [
         {
             "pk": pk,
@@ -368,23 +368,6 @@ def delete_many(conn: Connection, scope: TenantScope, rows: Sequence[Row]) -> No
     conn.execute(delete(entity_types).where(entity_types.c.entity_pk.in_(pks)))
     conn.execute(delete(geo_index).where(geo_index.c.entity_pk.in_(pks)))
     conn.execute(delete(entities).where(entities.c.tenant == scope.tenant, entities.c.pk.in_(pks)))
-
-
-def _allocate_pks(conn: Connection, count: int) -> list[int]:
-    """Primary keys for ``count`` new entities, so their index rows need no RETURNING."""
-    if conn.dialect.name == "postgresql":
-        return list(
-            conn.execute(
-                text(
-                    "SELECT nextval(pg_get_serial_sequence('broker_entities', 'pk')) "
-                    "FROM generate_series(1, :n)"
-                ),
-                {"n": count},
-            ).scalars()
-        )
-    # SQLite writers hold the database write lock (BEGIN IMMEDIATE), so max + 1 is ours.
-    top = conn.execute(select(func.coalesce(func.max(entities.c.pk), 0))).scalar_one()
-    return list(range(top + 1, top + 1 + count))
 
 
 def _bind(name: str, type_: Any = None) -> Any:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, LargeBinary, Table
+from sqlalchemy import Boolean, Connection, LargeBinary, Table, func, select
+
+from kizuna.storage.driver import fetch
 
 
 def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -22,6 +24,16 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
         return
     columns = list(rows[0])
     pick = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
+    bulk_insert_values(conn, table, columns, [pick(row) for row in rows])
+
+
+def bulk_insert_values(
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[Sequence[Any]]
+) -> None:
+    """:func:`bulk_insert` of rows given as value tuples in the order of ``columns``
+    (for callers that build many rows: no dict per row)."""
+    if not rows:
+        return
     cursor = conn.connection.dbapi_connection.cursor()
     if conn.dialect.name == "postgresql":  # JSON values: orjson, set on every connection
         with cursor:
@@ -31,7 +43,7 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
             ) as copy:
                 copy.set_types(oids)
                 for row in rows:
-                    copy.write_row(pick(row))
+                    copy.write_row(row)
         return
     # sqlite3 stores bool and bytes as SQLAlchemy would: no per-value call for them.
     processors = [
@@ -40,9 +52,7 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
         if not isinstance(table.c[c].type, Boolean | LargeBinary)
         and (proc := table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect))
     ]
-    params = [pick(row) for row in rows]
-    if processors:
-        params = [_processed(values, processors) for values in params]
+    params = [_processed(values, processors) for values in rows] if processors else rows
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     )
@@ -50,6 +60,26 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
         cursor.executemany(sql, params)
     finally:
         cursor.close()
+
+
+_PG_NEXT_KEYS = (
+    "SELECT array_agg(nextval(seq)) FROM (SELECT CAST(pg_get_serial_sequence(?, 'pk')"
+    " AS regclass) AS seq OFFSET 0) s, generate_series(1, ?)"
+)
+
+
+def allocate_keys(conn: Connection, table: Table, count: int) -> list[int]:
+    """Values of ``table``'s ``pk`` column for ``count`` new rows, taken before they are
+    written, so that rows referring to them need no RETURNING or read-back."""
+    if conn.dialect.name == "postgresql":
+        # The sequence is looked up once (OFFSET 0 keeps it out of the per-row call:
+        # pg_get_serial_sequence per row cost 2 µs a key, nextval 0.2 µs), and the keys
+        # come back as one array (as rows through SQLAlchemy: 3 ms for 6,000, so 0.3 ms).
+        [(keys,)] = fetch(conn, _PG_NEXT_KEYS, (table.name, count))
+        return keys
+    # SQLite writers hold the database write lock (BEGIN IMMEDIATE), so max + 1 is ours.
+    top = conn.execute(select(func.coalesce(func.max(table.c.pk), 0))).scalar_one()
+    return list(range(top + 1, top + 1 + count))
 
 
 def _processed(values: tuple[Any, ...], processors: list[tuple[int, Any]]) -> list[Any]:

@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 from kizuna.broker.changes import EntityChange, close_group, open_group
 from kizuna.broker.ngsild import Entity
 from kizuna.broker.temporal import history
+from kizuna.storage.driver import fetch
 
 
 def test_series_keys_are_created_once_and_found_again(engine):
@@ -54,10 +55,9 @@ def test_postgresql_looks_series_up_by_index_on_a_large_table(pg_engine, analyse
         if analysed:
             conn.execute(text("ANALYZE temporal_series"))
         keys = [(f"urn:ngsi-ld:Sensor:{n}", "https://example.org/t", "") for n in range(1, 1001)]
-        compiled = history._PG_SERIES_OF_ENTITIES.compile(pg_engine)
         ids = history.joined_text(sorted({key[0] for key in keys}))
-        params = compiled.construct_params({"tenant": tenant, "entity_ids": ids})
-        plan = "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled.string}", params))
+        explain = f"EXPLAIN {history._PG_SERIES_OF_ENTITIES}"
+        plan = "\n".join(r[0] for r in fetch(conn, explain, (ids, tenant)))
         assert "Index Scan using uq_temporal_series_key" in plan, plan
         assert "Hash" not in plan and "Seq Scan" not in plan and "Bitmap" not in plan, plan
         assert len(history.series_pks(conn, tenant, keys, create=False)) == 1000
@@ -113,3 +113,29 @@ def test_a_write_group_records_its_history_once_at_its_end_in_order(engine):
         recorder(conn, [_change("urn:s:4", 3.0, t0)])
         close_group(conn, flush=False)
         assert _values(conn, "urn:s:4") == []
+
+
+def test_a_created_entity_whose_series_exist_records_into_them(engine):
+    """A created entity's series are written without a look-up; if some exist already
+    (history the temporal API kept of an entity that was created again), the write falls
+    back to finding them, and the new ones are still created."""
+    humidity = "https://example.org/humidity"
+    recorder = history.HistoryRecorder()
+    t0 = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    with engine.begin() as conn:
+        kept = history.series_pks(conn, "a", [("urn:s:7", TEMP, "")])
+        attrs = {
+            TEMP: [{"type": "Property", "value": 20.0}],
+            humidity: [{"type": "Property", "value": 0.5}],
+        }
+        entity = Entity("urn:s:7", ["https://example.org/Sensor"], None, attrs)
+        recorder(conn, [EntityChange("a", "urn:s:7", None, entity, t0)])
+        temperature, moist = ("urn:s:7", TEMP, ""), ("urn:s:7", humidity, "")
+        found = history.series_pks(conn, "a", [temperature, moist], create=False)
+        assert found[temperature] == kept[temperature]
+        rows = conn.execute(
+            select(history.instances.c.series_pk, history.instances.c.num_value).where(
+                history.instances.c.series_pk.in_(list(found.values()))
+            )
+        ).all()
+        assert sorted(rows) == sorted([(found[temperature], 20.0), (found[moist], 0.5)])

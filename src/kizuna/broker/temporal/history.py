@@ -11,26 +11,31 @@ representation belongs to the entity: ``delete_temporal_on_core_delete``).
 The entity's scope is recorded the same way, as a series named ``ngsi-ld:scope``: an
 instance per change, and a deletion marker with an empty list as value.
 
-Cost on the write path: one indexed SELECT for the series keys of a batch, an INSERT for
-the series that are new, and the rows in one COPY (PostgreSQL) or executemany (SQLite);
-on PostgreSQL the COPY's statement trigger adds the rows' day totals to ``temporal_daily``
-(one INSERT … ON CONFLICT per statement, migration temporal_0002).
+Cost on the write path, per batch: the series of created entities written with keys
+taken up front (one COPY on PostgreSQL, executemany on SQLite; no look-up), one indexed
+SELECT for the series of updated entities and an INSERT … ON CONFLICT for any of theirs
+that are new, and the instance rows in one COPY (executemany on SQLite); on PostgreSQL
+the COPY's statement trigger adds the rows' day totals to ``temporal_daily`` (one
+INSERT … ON CONFLICT per statement, migration temporal_0002; its pages are half empty,
+so a day's row is updated in place: temporal_0003).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 
 from kizuna.broker.changes import EntityChange, defer
 from kizuna.broker.context import NGSI_LD
 from kizuna.broker.ngsild import NGSI_LD_NULL
 from kizuna.broker.temporal.models import instances, series
-from kizuna.storage.bulk import bulk_insert, joined_text, split_text
+from kizuna.storage.bulk import allocate_keys, bulk_insert_values, joined_text, split_text
+from kizuna.storage.driver import fetch
 
 # conn.info key: (tenant, entity id) pairs whose history the temporal API writes itself
 # during the current write, so the listener leaves them alone.
@@ -59,6 +64,17 @@ def numeric(inst: dict[str, Any]) -> float | None:
     return None
 
 
+INSTANCE_COLUMNS = (
+    "series_pk",
+    "observed_at",
+    "created_at",
+    "modified_at",
+    "deleted_at",
+    "num_value",
+    "instance",
+)
+
+
 def instance_row(
     series_pk: int,
     inst: dict[str, Any],
@@ -67,15 +83,55 @@ def instance_row(
     deleted_at: datetime | None = None,
 ) -> dict[str, Any]:
     """One temporal_instances row for a stored-form attribute instance."""
-    return {
-        "series_pk": series_pk,
-        "observed_at": parse_time(inst.get("observedAt")),
-        "created_at": parse_time(inst.get("createdAt")) or now,
-        "modified_at": parse_time(inst.get("modifiedAt")) or now,
-        "deleted_at": deleted_at,
-        "num_value": numeric(inst),
-        "instance": {k: v for k, v in inst.items() if k not in _TIME_KEYS},
-    }
+    values = instance_values(series_pk, inst, now, deleted_at, parse_time)
+    return dict(zip(INSTANCE_COLUMNS, values, strict=True))
+
+
+def instance_values(
+    series_pk: int,
+    inst: dict[str, Any],
+    now: datetime,
+    deleted_at: datetime | None,
+    moment: Callable[[Any], datetime | None],
+) -> tuple[Any, ...]:
+    """:func:`instance_row` as values in INSTANCE_COLUMNS order, its times read by
+    ``moment`` (:func:`parse_time`, or a :func:`time_reader`'s)."""
+    return (
+        series_pk,
+        moment(inst.get("observedAt")),
+        moment(inst.get("createdAt")) or now,
+        moment(inst.get("modifiedAt")) or now,
+        deleted_at,
+        numeric(inst),
+        _without_times(inst),
+    )
+
+
+def _without_times(inst: dict[str, Any]) -> dict[str, Any]:
+    # A copy with pops: half the cost of a comprehension testing every member.
+    out = inst.copy()
+    for key in _TIME_KEYS:
+        out.pop(key, None)
+    return out
+
+
+_UNREAD = object()
+
+
+def time_reader() -> Callable[[Any], datetime | None]:
+    """:func:`parse_time` that parses each distinct string once: a write's instances share
+    their createdAt and modifiedAt (the write's time) and mostly their observedAt."""
+    read: dict[str, datetime | None] = {}
+
+    def moment(value: Any) -> datetime | None:
+        if not isinstance(value, str):
+            return None
+        found = read.get(value, _UNREAD)
+        if found is _UNREAD:
+            found = read[value] = parse_time(value)
+        return found  # type: ignore[return-value]
+
+    return moment
 
 
 def deletion_marker(inst: dict[str, Any]) -> dict[str, Any]:
@@ -126,10 +182,15 @@ def series_pks(
     """Primary keys of the series, creating the missing ones (when ``create``).
 
     ``new`` are keys expected not to exist yet (a created entity's attributes): they are
-    inserted without being looked up first, which saves a statement per batch.
+    written with keys taken up front, without a look-up (see :func:`_insert_new_series`).
     """
     wanted = set(keys)
-    found = _create_series(conn, tenant, sorted(wanted.intersection(new))) if create else {}
+    # In the order given (a write's entities and their attributes): the keys taken for
+    # them ascend along the instance rows, so those rows' index entries go to the right
+    # edge of the indexes. No other order is needed against deadlocks: another writer
+    # of these series would have to insert their entity first, and waits on that row.
+    fresh = list(dict.fromkeys(key for key in new if key in wanted)) if create else []
+    found = _insert_new_series(conn, tenant, fresh)
     found.update(_read_series(conn, tenant, wanted - found.keys()))
     missing = sorted(wanted - found.keys())
     if missing and create:
@@ -137,6 +198,29 @@ def series_pks(
         # Read back what the insert did not return: created by a concurrent writer first.
         found.update(_read_series(conn, tenant, wanted - found.keys()))
     return found
+
+
+_SERIES_COLUMNS = ("pk", "tenant", "entity_id", "attr", "dataset_id")
+
+
+def _insert_new_series(
+    conn: Connection, tenant: str, keys: list[SeriesKey]
+) -> dict[SeriesKey, int]:
+    """Write series expected to be new in one plain bulk insert, with their keys taken up
+    front: on PostgreSQL half the cost of INSERT … ON CONFLICT … RETURNING (16 against 33
+    µs of server time for an entity's 6 series), with nothing to read back. If one
+    exists after all (the history of an entity that was created again while the temporal
+    API kept it), nothing is written and the caller takes the general path."""
+    if not keys:
+        return {}
+    pks = allocate_keys(conn, series, len(keys))
+    rows = [(pk, tenant, *key) for pk, key in zip(pks, keys, strict=True)]
+    try:
+        with conn.begin_nested():
+            bulk_insert_values(conn, series, _SERIES_COLUMNS, rows)
+    except (IntegrityError, conn.dialect.loaded_dbapi.IntegrityError):
+        return {}
+    return dict(zip(keys, pks, strict=True))
 
 
 def _create_series(conn: Connection, tenant: str, keys: list[SeriesKey]) -> dict[SeriesKey, int]:
@@ -183,10 +267,11 @@ _PG_CREATE_SERIES = text(
 # A LATERAL subquery behind OFFSET 0 cannot be flattened into a join, so each entity is one
 # range scan of the unique index, which returns all of its series at once (a probe per
 # (entity, attribute) key cost three times as much: 19 → 6 µs an entity of a report).
-_PG_SERIES_OF_ENTITIES = text(
-    f"SELECT s.pk, s.entity_id, s.attr, s.dataset_id FROM unnest({split_text('entity_ids')})"
-    " AS k(entity_id) CROSS JOIN LATERAL (SELECT pk, entity_id, attr, dataset_id"
-    " FROM temporal_series WHERE tenant = :tenant AND entity_id = k.entity_id OFFSET 0) s"
+_PG_SERIES_OF_ENTITIES = (
+    "SELECT s.pk, s.entity_id, s.attr, s.dataset_id"
+    " FROM unnest((string_to_array(?, chr(31)))[2:]) AS k(entity_id) CROSS JOIN LATERAL"
+    " (SELECT pk, entity_id, attr, dataset_id FROM temporal_series"
+    " WHERE tenant = ? AND entity_id = k.entity_id OFFSET 0) s"
 )
 
 
@@ -194,22 +279,25 @@ def _read_series(conn: Connection, tenant: str, wanted: set[SeriesKey]) -> dict[
     if not wanted:
         return {}
     if conn.dialect.name == "postgresql":
+        # On the driver (here and on SQLite): a report's 6,000 series as SQLAlchemy rows
+        # cost 3 ms.
         ids = joined_text(sorted({key[0] for key in wanted}))
-        found = _by_key(conn.execute(_PG_SERIES_OF_ENTITIES, {"tenant": tenant, "entity_ids": ids}))
-        return {key: pk for key, pk in found.items() if key in wanted}
+        rows = fetch(conn, _PG_SERIES_OF_ENTITIES, (ids, tenant))
+        return {key: pk for pk, e, a, d in rows if (key := (e, a, d)) in wanted}
     found: dict[SeriesKey, int] = {}
     ordered = sorted({key[0] for key in wanted})
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
-        for row in conn.execute(
-            select(series.c.pk, series.c.entity_id, series.c.attr, series.c.dataset_id).where(
-                series.c.tenant == tenant, series.c.entity_id.in_(chunk)
-            )
-        ):
-            key = (row.entity_id, row.attr, row.dataset_id)
-            if key in wanted:
-                found[key] = row.pk
+        marks = ", ".join("?" * len(chunk))
+        rows = fetch(conn, _SQLITE_SERIES_OF_ENTITIES.format(marks=marks), (tenant, *chunk))
+        found.update((key, pk) for pk, e, a, d in rows if (key := (e, a, d)) in wanted)
     return found
+
+
+_SQLITE_SERIES_OF_ENTITIES = (
+    "SELECT pk, entity_id, attr, dataset_id FROM temporal_series"
+    " WHERE tenant = ? AND entity_id IN ({marks})"
+)
 
 
 def delete_entities(conn: Connection, tenant: str, entity_ids: Sequence[str]) -> int:
@@ -265,28 +353,36 @@ class HistoryRecorder:
         for change in changes:
             if change.after is None:
                 continue
-            before = change.before.attrs if change.before is not None else {}
+            entity_id, at = change.entity_id, change.at
             after = change.after.attrs
-            for iri, new_instances in after.items():
-                old = {i.get("datasetId", ""): i for i in before.get(iri, ())}
-                for inst in new_instances:
-                    dataset = inst.get("datasetId", "")
-                    if old.get(dataset) != inst:
-                        pending.append(((change.entity_id, iri, dataset), inst, None, change.at))
-            for iri, old_instances in before.items():
-                kept = {i.get("datasetId", "") for i in after.get(iri, ())}
-                for inst in old_instances:
-                    dataset = inst.get("datasetId", "")
-                    if dataset not in kept:
-                        marker = deletion_marker(inst)
-                        key = (change.entity_id, iri, dataset)
-                        pending.append((key, marker, change.at, change.at))
+            if change.before is None:  # created: every instance is new
+                pending += [
+                    ((entity_id, iri, inst.get("datasetId", "")), inst, None, at)
+                    for iri, new_instances in after.items()
+                    for inst in new_instances
+                ]
+            else:
+                before = change.before.attrs
+                for iri, new_instances in after.items():
+                    old = {i.get("datasetId", ""): i for i in before.get(iri, ())}
+                    for inst in new_instances:
+                        dataset = inst.get("datasetId", "")
+                        if old.get(dataset) != inst:
+                            pending.append(((entity_id, iri, dataset), inst, None, at))
+                for iri, old_instances in before.items():
+                    kept = {i.get("datasetId", "") for i in after.get(iri, ())}
+                    for inst in old_instances:
+                        dataset = inst.get("datasetId", "")
+                        if dataset not in kept:
+                            pending.append(
+                                ((entity_id, iri, dataset), deletion_marker(inst), at, at)
+                            )
             before_scopes = change.before.scopes if change.before is not None else None
             scoped = scope_instance(before_scopes, change.after.scopes)
             if scoped is not None:
                 inst, deleted = scoped
-                key = (change.entity_id, SCOPE_IRI, "")
-                pending.append((key, inst, change.at if deleted else None, change.at))
+                key = (entity_id, SCOPE_IRI, "")
+                pending.append((key, inst, at if deleted else None, at))
         if not pending:
             return
         created = {c.entity_id for c in changes if c.before is None}
@@ -296,11 +392,13 @@ class HistoryRecorder:
             (item[0] for item in pending),
             new=(item[0] for item in pending if item[0][0] in created),
         )
-        bulk_insert(
+        moment = time_reader()
+        bulk_insert_values(
             conn,
             instances,
+            INSTANCE_COLUMNS,
             [
-                instance_row(pks[key], inst, written, deleted_at=deleted)
+                instance_values(pks[key], inst, written, deleted, moment)
                 for key, inst, deleted, written in pending
             ],
         )
