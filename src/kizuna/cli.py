@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from typing import NoReturn
 
@@ -27,8 +26,10 @@ console = Console()
 
 
 def _serve(settings: Settings, workers: int) -> NoReturn:
-    # Workers re-read settings from the environment, so hand the effective URL on.
+    # Workers re-read settings from the environment, so hand the effective URL on. The
+    # database is migrated already: the server's processes need not load Alembic.
     os.environ.setdefault("KIZUNA_DATABASE_URL", settings.effective_database_url())
+    os.environ["KIZUNA_MIGRATE_ON_START"] = "false"
     # uvicorn's own command replaces this process (same pid), so the server's processes hold
     # the app and not this CLI (Typer, Rich: ~3 MB), which multiprocessing would otherwise
     # import again in every worker.
@@ -68,13 +69,9 @@ def serve(
     if port:
         settings.port = port
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # Migrations in a process of their own, so the server's processes never load Alembic.
-    os.environ.setdefault("KIZUNA_DATABASE_URL", settings.effective_database_url())
-    migrated = subprocess.run([sys.executable, "-m", "kizuna.cli", "db", "upgrade"])
-    if migrated.returncode:
-        raise typer.Exit(migrated.returncode)
-    settings.migrate_on_start = False  # this process's settings; workers read the environment
-    os.environ["KIZUNA_MIGRATE_ON_START"] = "false"
+    from kizuna.storage import create_engine_for, upgrade_to_head
+
+    upgrade_to_head(create_engine_for(settings.effective_database_url()))
     _serve(settings, workers or settings.workers)
 
 

@@ -28,9 +28,9 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = 1
     # Apply pending migrations when a server process starts. `kizuna serve` applies them
-    # once in a short-lived process and starts its workers with this off, so they never
-    # load the migration tooling; set it off too where migrations are a deployment step
-    # of their own (`kizuna db upgrade`).
+    # once before it starts the workers, with this off, so they never load the migration
+    # tooling; set it off too where migrations are a deployment step of their own
+    # (`kizuna db upgrade`).
     migrate_on_start: bool = True
 
     # Anonymous callers act as platform admin. Only for local conformance runs and
