@@ -24,6 +24,20 @@ from kizuna.watch.routes import router as api_router
 from tests.watch.conftest import SCHOOL, STATION, detection
 
 PLACE_NAME = "ひまわり保育園"
+JST_OFFSET = timedelta(hours=9)
+
+
+def _same_jst_day_as_the_last_half_hour() -> datetime:
+    """Now, or just before midnight in Japan when the last half hour crossed it: the
+    detections 30 and 5 minutes before it fall on one JST day, the day of a trail."""
+    now = datetime.now(UTC)
+    jst_midnight = (now + JST_OFFSET).replace(hour=0, minute=0, second=0, microsecond=0)
+    since_midnight = now + JST_OFFSET - jst_midnight
+    return (
+        now
+        if since_midnight > timedelta(minutes=31)
+        else now - since_midnight - timedelta(minutes=1)
+    )
 
 
 def _seed_tag_a(town) -> dict:  # noqa: ANN001
@@ -35,7 +49,7 @@ def _seed_tag_a(town) -> dict:  # noqa: ANN001
         json={"name": PLACE_NAME, "kind": "daycare", "lat": SCHOOL[0], "lon": SCHOOL[1]},
         headers=headers,
     ).json()
-    now = datetime.now(UTC)
+    now = _same_jst_day_as_the_last_half_hour()
     items = [
         detection(1, tag, at=now - timedelta(minutes=30), lat=34.7612, lon=134.8377),
         detection(2, tag, at=now - timedelta(minutes=5), lat=SCHOOL[0], lon=SCHOOL[1]),
@@ -53,6 +67,7 @@ def _seed_tag_a(town) -> dict:  # noqa: ANN001
     town.client.post(f"/watch/v1/missing-cases/{case['id']}/close", headers=staff)
     notes = town.client.get("/watch/v1/notifications", headers=headers).json()
     return {
+        "detected_at": now,
         "tag_id": tag,
         "place_id": place["id"],
         "case_id": case["id"],
@@ -182,7 +197,9 @@ def test_the_guardian_sees_everything_of_their_tag(town):
         town.client.get(f"/watch/v1/tags/{tag}", headers=headers).json()["label"]
         == town.labels["hanako"]
     )
-    assert len(town.client.get(f"/watch/v1/tags/{tag}/trail", headers=headers).json()) == 2
+    day = (ids["detected_at"] + JST_OFFSET).date()
+    trail = town.client.get(f"/watch/v1/tags/{tag}/trail?date={day}", headers=headers).json()
+    assert len(trail) == 2
     assert (
         town.client.get(f"/watch/v1/tags/{tag}/places", headers=headers).json()[0]["name"]
         == PLACE_NAME
