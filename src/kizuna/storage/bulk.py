@@ -7,6 +7,7 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Boolean, Connection, LargeBinary, Table, func, select
+from sqlalchemy.exc import DBAPIError
 
 from kizuna.storage.driver import fetch
 
@@ -34,17 +35,36 @@ def bulk_insert_values(
     (for callers that build many rows: no dict per row)."""
     if not rows:
         return
-    cursor = conn.connection.dbapi_connection.cursor()
-    if conn.dialect.name == "postgresql":  # JSON values: orjson, set on every connection
-        with cursor:
-            oids = _column_oids(cursor, table.name, columns)
-            with cursor.copy(
-                f"COPY {table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(oids)
-                for row in rows:
-                    copy.write_row(row)
-        return
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        if conn.dialect.name == "postgresql":
+            _copy(conn, table, columns, rows)
+        else:
+            _executemany(conn, table, columns, rows)
+    except dbapi.Error as error:
+        # Raised as SQLAlchemy raises a statement's errors, so callers catch one kind: a
+        # batch write retries on sqlalchemy.exc.IntegrityError (a concurrent writer created
+        # the same entity), which the driver's own UniqueViolation is not.
+        statement = f"bulk insert into {table.name}"
+        raise DBAPIError.instance(statement, None, error, dbapi.Error) from error
+
+
+def _copy(
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[Sequence[Any]]
+) -> None:
+    with conn.connection.dbapi_connection.cursor() as cursor:
+        oids = _column_oids(cursor, table.name, columns)
+        with cursor.copy(
+            f"COPY {table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(oids)  # JSON values: orjson, set on every connection
+            for row in rows:
+                copy.write_row(row)
+
+
+def _executemany(
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[Sequence[Any]]
+) -> None:
     # sqlite3 stores bool and bytes as SQLAlchemy would: no per-value call for them.
     processors = [
         (i, proc)
@@ -56,6 +76,7 @@ def bulk_insert_values(
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     )
+    cursor = conn.connection.dbapi_connection.cursor()
     try:
         cursor.executemany(sql, params)
     finally:

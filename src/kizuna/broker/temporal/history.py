@@ -218,7 +218,7 @@ def _insert_new_series(
     try:
         with conn.begin_nested():
             bulk_insert_values(conn, series, _SERIES_COLUMNS, rows)
-    except (IntegrityError, conn.dialect.loaded_dbapi.IntegrityError):
+    except IntegrityError:
         return {}
     return dict(zip(keys, pks, strict=True))
 
