@@ -34,7 +34,7 @@ from kizuna.broker import geo
 from kizuna.broker.changes import defer, flush_now
 from kizuna.broker.models import entities, entity_types, geo_index
 from kizuna.broker.ngsild import Entity
-from kizuna.storage.bulk import allocate_keys, bulk_insert, joined_text, split_text
+from kizuna.storage.bulk import SPLIT_PARAM, allocate_keys, bulk_insert, joined_text, split_text
 from kizuna.storage.driver import execute, fetch
 from kizuna.storage.engine import json_text
 from kizuna.tenancy.service import TenantScope
@@ -137,10 +137,9 @@ def load_many(
 # scans the tenant's entries for each id; the locked lookups of the write paths are planned
 # on the unique index (a test checks). On the driver: this runs for every group commit,
 # and building the statement with SQLAlchemy cost more than running it.
-_SPLIT = "(string_to_array(?, chr(31)))[2:]"  # a storage.bulk.joined_text list
 _PG_LOAD_MANY = (
     "SELECT f.pk, f.id, f.types, f.scopes, f.attrs, f.created_at, f.modified_at"
-    f" FROM unnest({_SPLIT}) AS batch(id) CROSS JOIN LATERAL ("
+    f" FROM unnest({SPLIT_PARAM}) AS batch(id) CROSS JOIN LATERAL ("
     "SELECT * FROM broker_entities e WHERE e.tenant = ? AND e.id = batch.id LIMIT 1{lock}"
     ") f ORDER BY f.id"
 )
@@ -310,7 +309,7 @@ _PG_UPDATE = (
     " modified_at = u.modified_at::timestamptz"
     " FROM unnest(?::bigint[], {texts}) AS u(pk, type, types, scopes, attrs, modified_at)"
     " WHERE e.pk = u.pk"
-).format(texts=", ".join([_SPLIT] * 5))
+).format(texts=", ".join([SPLIT_PARAM] * 5))
 
 
 def _pg_write_updates(conn: Connection, final: list[_Update]) -> None:

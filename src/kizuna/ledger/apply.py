@@ -36,7 +36,7 @@ from kizuna.ledger.models import logs, lot_spends, lots, transfers
 from kizuna.ledger.schemas import TransferCreate, TransferError, TransferPublic, TransferResult
 from kizuna.problems import Problem
 from kizuna.storage import is_postgres
-from kizuna.storage.bulk import bulk_insert
+from kizuna.storage.bulk import allocate_keys, bulk_insert
 from kizuna.storage.driver import execute, executemany, fetch
 
 JST = timezone(timedelta(hours=9))
@@ -891,7 +891,7 @@ class Batch:
             [(a.dp, a.cp, a.dpend, a.cpend, a.day_key, a.day_sent, a.id) for a in dirty],
         )
         if self.new_lots:
-            ids = take_ids(conn, "ledger_lots", len(self.new_lots))
+            ids = allocate_keys(conn, lots, len(self.new_lots))
             for lot, real in zip(self.new_lots, ids, strict=True):
                 lot.id = real
             bulk_insert(
@@ -938,21 +938,6 @@ def _end_of_jst_day(ts: int, days: int) -> int:
     """Points credited now expire at the end (24:00 JST) of the day ``days`` days later."""
     d = datetime.fromtimestamp(ts / 1_000_000, JST).date() + timedelta(days=days + 1)
     return to_us(datetime(d.year, d.month, d.day, tzinfo=JST))
-
-
-def take_ids(conn: Connection, table: str, n: int) -> list[int]:
-    """``n`` new primary keys for ``table``, taken up front so rows can be bulk-inserted:
-    from the sequence on PostgreSQL; on SQLite past the current maximum (the batch holds
-    the database's write lock, so nobody else inserts meanwhile)."""
-    if is_postgres(conn):
-        return list(
-            conn.exec_driver_sql(
-                f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
-                f"FROM generate_series(1, {int(n)})"
-            ).scalars()
-        )
-    top = conn.exec_driver_sql(f"SELECT COALESCE(MAX(id), 0) FROM {table}").scalar_one()
-    return list(range(top + 1, top + 1 + n))
 
 
 def update_by_id(

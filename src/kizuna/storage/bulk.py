@@ -84,22 +84,23 @@ def _executemany(
 
 
 _PG_NEXT_KEYS = (
-    "SELECT array_agg(nextval(seq)) FROM (SELECT CAST(pg_get_serial_sequence(?, 'pk')"
+    "SELECT array_agg(nextval(seq)) FROM (SELECT CAST(pg_get_serial_sequence(?, ?)"
     " AS regclass) AS seq OFFSET 0) s, generate_series(1, ?)"
 )
 
 
 def allocate_keys(conn: Connection, table: Table, count: int) -> list[int]:
-    """Values of ``table``'s ``pk`` column for ``count`` new rows, taken before they are
-    written, so that rows referring to them need no RETURNING or read-back."""
+    """Values of ``table``'s (single, integer) primary key for ``count`` new rows, taken
+    before they are written, so that rows referring to them need no RETURNING or read-back."""
+    [key] = table.primary_key.columns
     if conn.dialect.name == "postgresql":
         # The sequence is looked up once (OFFSET 0 keeps it out of the per-row call:
         # pg_get_serial_sequence per row cost 2 µs a key, nextval 0.2 µs), and the keys
         # come back as one array (as rows through SQLAlchemy: 3 ms for 6,000, so 0.3 ms).
-        [(keys,)] = fetch(conn, _PG_NEXT_KEYS, (table.name, count))
+        [(keys,)] = fetch(conn, _PG_NEXT_KEYS, (table.name, key.name, count))
         return keys
     # SQLite writers hold the database write lock (BEGIN IMMEDIATE), so max + 1 is ours.
-    top = conn.execute(select(func.coalesce(func.max(table.c.pk), 0))).scalar_one()
+    top = conn.execute(select(func.coalesce(func.max(key), 0))).scalar_one()
     return list(range(top + 1, top + 1 + count))
 
 
@@ -139,6 +140,10 @@ def joined_text(values: Iterable[str]) -> str:
     if out.count(_SEPARATOR) != len(items):
         raise ValueError("a value contains the list separator U+001F")
     return out
+
+
+# :func:`split_text` for statements run on the driver (``?`` placeholders, storage.driver).
+SPLIT_PARAM = "(string_to_array(?, chr(31)))[2:]"
 
 
 def split_text(param: str) -> str:

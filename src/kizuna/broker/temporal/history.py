@@ -34,7 +34,13 @@ from kizuna.broker.changes import EntityChange, defer
 from kizuna.broker.context import NGSI_LD
 from kizuna.broker.ngsild import NGSI_LD_NULL
 from kizuna.broker.temporal.models import instances, series
-from kizuna.storage.bulk import allocate_keys, bulk_insert_values, joined_text, split_text
+from kizuna.storage.bulk import (
+    SPLIT_PARAM,
+    allocate_keys,
+    bulk_insert_values,
+    joined_text,
+    split_text,
+)
 from kizuna.storage.driver import fetch
 
 # conn.info key: (tenant, entity id) pairs whose history the temporal API writes itself
@@ -269,7 +275,7 @@ _PG_CREATE_SERIES = text(
 # (entity, attribute) key cost three times as much: 19 → 6 µs an entity of a report).
 _PG_SERIES_OF_ENTITIES = (
     "SELECT s.pk, s.entity_id, s.attr, s.dataset_id"
-    " FROM unnest((string_to_array(?, chr(31)))[2:]) AS k(entity_id) CROSS JOIN LATERAL"
+    f" FROM unnest({SPLIT_PARAM}) AS k(entity_id) CROSS JOIN LATERAL"
     " (SELECT pk, entity_id, attr, dataset_id FROM temporal_series"
     " WHERE tenant = ? AND entity_id = k.entity_id OFFSET 0) s"
 )
