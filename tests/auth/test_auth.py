@@ -133,6 +133,33 @@ def test_anonymous_reads_only_open_data(app, town):
         assert refused.json()["type"] == "urn:kizuna:errors:Unauthorized"
 
 
+def test_anonymous_readers_follow_links_to_open_data_only(app, town):
+    _, write, _ = _keys(app, town)
+    aed = {
+        "id": "urn:ngsi-ld:AED:5",
+        "type": "AED",
+        "nearby": {"type": "Relationship", "object": "urn:ngsi-ld:AED:6"},
+        "meter": {"type": "Relationship", "object": "urn:ngsi-ld:Meter:6"},
+    }
+    with TestClient(app, headers={"NGSILD-Tenant": town}) as client:
+        for entity in (
+            aed,
+            {"id": "urn:ngsi-ld:AED:6", "type": "AED"},
+            {"id": "urn:ngsi-ld:Meter:6", "type": "Meter"},
+        ):
+            created = client.post(f"{BASE}/entities", json=entity, headers={"X-API-Key": write})
+            assert created.status_code == 201
+        url = f"{BASE}/entities/urn:ngsi-ld:AED:5"
+        shown = client.get(url, params={"join": "inline"}).json()
+        assert shown["nearby"]["entity"]["id"] == "urn:ngsi-ld:AED:6"
+        assert "entity" not in shown["meter"]
+        flat = client.get(f"{BASE}/entities", params={"type": "AED", "join": "flat"}).json()
+        assert sorted(e["id"] for e in flat) == ["urn:ngsi-ld:AED:5", "urn:ngsi-ld:AED:6"]
+        # The writer, who may read every type, sees the meter linked too.
+        full = client.get(url, params={"join": "inline"}, headers={"X-API-Key": write}).json()
+        assert full["meter"]["entity"]["id"] == "urn:ngsi-ld:Meter:6"
+
+
 def test_people_sign_in_for_a_bearer_token(app, town):
     with writer(app.state.services.engine).begin() as conn:
         create_user(

@@ -16,7 +16,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
-    String,
     and_,
     bindparam,
     delete,
@@ -24,7 +23,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
     true,
     update,
 )
@@ -34,7 +32,7 @@ from kizuna.broker import geo
 from kizuna.broker.changes import defer, flush_now
 from kizuna.broker.models import entities, entity_types, geo_index
 from kizuna.broker.ngsild import Entity
-from kizuna.storage.bulk import SPLIT_PARAM, allocate_keys, bulk_insert, joined_text, split_text
+from kizuna.storage.bulk import SPLIT_PARAM, allocate_keys, bulk_insert, joined_text
 from kizuna.storage.driver import execute, fetch
 from kizuna.storage.engine import json_text
 from kizuna.tenancy.service import TenantScope
@@ -123,9 +121,13 @@ def load(conn: Connection, scope: TenantScope, entity_id: str, *, lock: bool = F
 def load_many(
     conn: Connection, scope: TenantScope, ids: Iterable[str], *, lock: bool = False
 ) -> dict[str, Row]:
+    found = _load_many(conn, scope.tenant, ids, lock=lock)
     if scope.visible_types is None:
-        return _load_many(conn, scope.tenant, ids, lock=lock)
-    return _load_many_where(conn, visible(scope), ids, lock=lock)
+        return found
+    # Anonymous readers see the open-data types only: the condition of visible(scope),
+    # applied to the rows' own types (a multi-typed entity is shown for any of them).
+    shown = scope.visible_types
+    return {i: row for i, row in found.items() if not shown.isdisjoint(row.types)}
 
 
 # One probe of the (tenant, id) index per id, whatever the statistics say: `id IN (...)`
@@ -153,33 +155,12 @@ def _load_many(conn: Connection, tenant: str, ids: Iterable[str], *, lock: bool)
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    if conn.dialect.name != "postgresql":
-        return _load_many_where(conn, entities.c.tenant == tenant, wanted, lock=lock)
-    found = fetch(conn, PG_LOAD_MANY[lock], (joined_text(wanted), tenant))
-    return {r[1]: Row(*r) for r in found}
-
-
-def _load_many_where(
-    conn: Connection, condition: ColumnElement[bool], ids: Iterable[str], *, lock: bool
-) -> dict[str, Row]:
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    if conn.dialect.name != "postgresql":
-        # SQLite has no row locks: the write transaction itself is exclusive.
-        stmt = select(*_COLUMNS).where(condition, entities.c.id.in_(wanted))
-        return {r.id: to_row(r) for r in conn.execute(stmt.order_by(entities.c.id))}
-    # The same probes as _PG_LOAD_MANY, with the open-data condition of anonymous readers.
-    keys = (
-        text(f"SELECT unnest({split_text('batch_ids')}) AS id")
-        .bindparams(batch_ids=joined_text(wanted))
-        .columns(id=String)
-        .subquery("batch")
-    )
-    one = select(*_COLUMNS).where(condition, entities.c.id == keys.c.id).limit(1)
-    found = (one.with_for_update() if lock else one).lateral("found")
-    stmt = select(found).select_from(keys).join(found, true()).order_by(found.c.id)
-    return {r.id: to_row(r) for r in conn.execute(stmt)}
+    if conn.dialect.name == "postgresql":
+        found = fetch(conn, PG_LOAD_MANY[lock], (joined_text(wanted), tenant))
+        return {r[1]: Row(*r) for r in found}
+    # SQLite has no row locks: the write transaction itself is exclusive.
+    stmt = select(*_COLUMNS).where(entities.c.tenant == tenant, entities.c.id.in_(wanted))
+    return {r.id: to_row(r) for r in conn.execute(stmt.order_by(entities.c.id))}
 
 
 # --- rows held by a group commit ------------------------------------------------------
