@@ -273,6 +273,66 @@ def test_query_filters_and_pagination(client):
     assert post.status_code == 200 and [e["id"] for e in post.json()] == ["urn:ngsi-ld:AED:1"]
 
 
+def test_near_pages_and_counts_the_same_whether_or_not_an_area_is_among_the_candidates(client):
+    # Gauges every ~100 m east along a river: k = 0..6 at k x 100 m from the query point.
+    gauges = [
+        {
+            "id": f"urn:ngsi-ld:WaterGauge:{k}",
+            "type": "WaterGauge",
+            "location": {
+                "type": "GeoProperty",
+                "value": {"type": "Point", "coordinates": [134.79 + k * 0.0010941, 34.76]},
+            },
+        }
+        for k in range(7)
+    ]
+    assert client.post(f"{BASE}/entityOperations/create", json=gauges).status_code == 201
+
+    def near(georel: str, **params: object) -> tuple[list[str], str]:
+        r = client.get(
+            f"{BASE}/entities",
+            params={
+                "type": "WaterGauge",
+                "georel": georel,
+                "geometry": "Point",
+                "coordinates": "[134.79,34.76]",
+                "count": "true",
+                **params,
+            },
+        )
+        assert r.status_code == 200, r.text
+        return [e["id"].rsplit(":", 1)[1] for e in r.json()], r.headers["NGSILD-Results-Count"]
+
+    # Points only: the spatial index's candidates decide the answer.
+    assert near("near;maxDistance==450") == (["0", "1", "2", "3", "4"], "5")
+    assert near("near;maxDistance==450", limit=2, offset=1) == (["1", "2"], "5")
+    assert near("near;maxDistance==450;minDistance==150") == (["2", "3", "4"], "3")
+    # A basin polygon 250-350 m away among the candidates: each entity gets the exact test.
+    basin = {
+        "id": "urn:ngsi-ld:WaterGauge:basin",
+        "type": "WaterGauge",
+        "location": {
+            "type": "GeoProperty",
+            "value": {
+                "type": "Polygon",
+                "coordinates": [
+                    [
+                        [134.7927, 34.7601],
+                        [134.7938, 34.7601],
+                        [134.7938, 34.7610],
+                        [134.7927, 34.7610],
+                        [134.7927, 34.7601],
+                    ]
+                ],
+            },
+        },
+    }
+    assert client.post(f"{BASE}/entities", json=basin).status_code == 201
+    assert near("near;maxDistance==450") == (["0", "1", "2", "3", "4", "basin"], "6")
+    assert near("near;maxDistance==450", limit=2, offset=1) == (["1", "2"], "6")
+    assert near("near;maxDistance==450;minDistance==150") == (["2", "3", "4", "basin"], "4")
+
+
 def test_geo_query(client):
     near = shelter(1)
     far = shelter(2)

@@ -159,8 +159,11 @@ def test_near_decides_point_candidates_from_their_box():
         (3, 135.01, 35.0, 135.01, 35.0),  # ~911 m: too far
         (4, 135.009, 34.99, 135.02, 35.01),  # a polygon's box: decided later, on the geometry
     ]
-    assert geo.candidate_keys(query, rows) == [2, 4]
+    # The polygon's box leaves the answer to the exact test.
+    assert geo.candidate_keys(query, rows) == ([2, 4], False)
+    # Points only: the keys are the answer.
+    assert geo.candidate_keys(query, rows[:3]) == ([2], True)
     within = geo.parse_geo_query(
         "within", "Polygon", [[[134, 34], [136, 34], [136, 36], [134, 34]]], None
     )
-    assert geo.candidate_keys(within, rows) == [1, 2, 3, 4]
+    assert geo.candidate_keys(within, rows) == ([1, 2, 3, 4], False)

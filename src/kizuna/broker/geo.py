@@ -223,23 +223,25 @@ def candidates(query: GeoQuery, expanded_attr: str, tenant: str, dialect_name: s
     return rows
 
 
-def candidate_keys(query: GeoQuery, rows: Iterable[Any]) -> list[int]:
-    """Keys of the candidate rows (from :func:`candidates`) worth reading the entity of.
+def candidate_keys(query: GeoQuery, rows: Iterable[Any]) -> tuple[list[int], bool]:
+    """Keys of the candidate rows (from :func:`candidates`) worth reading the entity of,
+    and whether they are exactly the matches.
 
     For ``near``, a point's bounding box is the point itself, so its distance is decided
-    here and entities that are in the box but out of range are never read.
+    here and entities that are in the box but out of range are never read; when every
+    candidate is a point, the keys are the answer and no entity needs the exact test.
     """
     if query.georel != "near":
-        return [row[0] for row in rows]
+        return [row[0] for row in rows], False
     keys = []
+    exact = True
     for pk, min_lon, min_lat, max_lon, max_lat in rows:
-        is_point = min_lon == max_lon and min_lat == max_lat
-        if is_point and not _in_range(
-            query, haversine(query.shape.x, query.shape.y, min_lon, min_lat)
-        ):
+        if min_lon != max_lon or min_lat != max_lat:
+            exact = False
+        elif not _in_range(query, haversine(query.shape.x, query.shape.y, min_lon, min_lat)):
             continue
         keys.append(pk)
-    return keys
+    return keys, exact
 
 
 def matches(query: GeoQuery, geometries: list[dict[str, Any]]) -> bool:

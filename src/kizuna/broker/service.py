@@ -586,7 +586,12 @@ class Broker:
     ) -> tuple[list[store.Row], int | None]:
         """One page of the entity rows matching ``query`` (and ``extra`` conditions on
         broker_entities), with the total when ``query.count``."""
-        stmt = store.base_select(scope).where(*self._conditions(conn, scope, tm, query), *extra)
+        conditions = self._conditions(conn, scope, tm, query)
+        geo_decided = True
+        if query.geo is not None:
+            geo_condition, geo_decided = self._geo_condition(conn, scope, tm, query.geo)
+            conditions.append(geo_condition)
+        stmt = store.base_select(scope).where(*conditions, *extra)
         # Ordered by id by default: the (tenant, type, id) and (tenant, id) indexes then
         # return a page without sorting every match, however many there are.
         stmt = stmt.order_by(*self._ordering(tm, query.order_by), entities.c.id)
@@ -597,21 +602,17 @@ class Broker:
             conn.exec_driver_sql(
                 "SET LOCAL enable_sort = off; SET LOCAL max_parallel_workers_per_gather = 0"
             )
-        if query.geo is None:
-            total = None
-            if query.count:
-                total = conn.execute(
-                    select(func.count()).select_from(stmt.order_by(None).subquery())
-                ).scalar_one()
-            rows = (
-                conn.execute(stmt.limit(query.limit).offset(query.offset)).all()
-                if query.limit
-                else []
-            )
-            found = [store.to_row(r) for r in rows]
-        else:
-            found, total = self._geo_page(conn, scope, stmt, tm, query)
-        return found, total
+        if not geo_decided:
+            return self._geo_page(conn, scope, stmt, tm, query)
+        total = None
+        if query.count:
+            total = conn.execute(
+                select(func.count()).select_from(stmt.order_by(None).subquery())
+            ).scalar_one()
+        rows = (
+            conn.execute(stmt.limit(query.limit).offset(query.offset)).all() if query.limit else []
+        )
+        return [store.to_row(r) for r in rows], total
 
     def matching_rows(self, scope: TenantScope, tm: TermMap, query: Query) -> list[store.Row]:
         """Stored rows matching a query (no geo-query), in id order, up to ``query.limit``."""
@@ -673,20 +674,24 @@ class Broker:
             )
         if query.scope_q:
             conditions.append(_scope_condition(query.scope_q, self._dialect))
-        if query.geo is not None:
-            candidates = geo.candidates(
-                query.geo, tm.expand(query.geo.geoproperty), scope.tenant, self._dialect
-            )
-            # Ask the spatial index first: no planner can estimate a bounding-box test, and
-            # a short list of keys lets it join the right way round.
-            rows = conn.execute(candidates.limit(_GEO_KEYS_INLINE + 1)).all()
-            if len(rows) <= _GEO_KEYS_INLINE:
-                keys = geo.candidate_keys(query.geo, rows)
-                conditions.append(_key_in(keys, self._dialect))
-            else:
-                keys_only = candidates.with_only_columns(candidates.selected_columns.entity_pk)
-                conditions.append(entities.c.pk.in_(keys_only))
         return conditions
+
+    def _geo_condition(
+        self, conn: Connection, scope: TenantScope, tm: TermMap, query: geo.GeoQuery
+    ) -> tuple[Any, bool]:
+        """The geo-query's condition on broker_entities, and whether it decides the matches
+        itself (else each candidate needs the exact test of :meth:`_geo_page`)."""
+        candidates = geo.candidates(
+            query, tm.expand(query.geoproperty), scope.tenant, self._dialect
+        )
+        # Ask the spatial index first: no planner can estimate a bounding-box test, and
+        # a short list of keys lets it join the right way round.
+        rows = conn.execute(candidates.limit(_GEO_KEYS_INLINE + 1)).all()
+        if len(rows) <= _GEO_KEYS_INLINE:
+            keys, decided = geo.candidate_keys(query, rows)
+            return _key_in(keys, self._dialect), decided
+        keys_only = candidates.with_only_columns(candidates.selected_columns.entity_pk)
+        return entities.c.pk.in_(keys_only), False
 
     def _ordering(self, tm: TermMap, order_by: str | None) -> list[Any]:
         """orderBy: ``member[;asc|desc]`` terms, comma-separated (NGSI-LD 1.8)."""
