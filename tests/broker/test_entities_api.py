@@ -307,7 +307,7 @@ def test_near_pages_and_counts_the_same_whether_or_not_an_area_is_among_the_cand
     assert near("near;maxDistance==450") == (["0", "1", "2", "3", "4"], "5")
     assert near("near;maxDistance==450", limit=2, offset=1) == (["1", "2"], "5")
     assert near("near;maxDistance==450;minDistance==150") == (["2", "3", "4"], "3")
-    # A basin polygon 250-350 m away among the candidates: each entity gets the exact test.
+    # A basin polygon ~250 m away among the candidates: each entity gets the exact test.
     basin = {
         "id": "urn:ngsi-ld:WaterGauge:basin",
         "type": "WaterGauge",
