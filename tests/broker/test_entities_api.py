@@ -333,6 +333,36 @@ def test_near_pages_and_counts_the_same_whether_or_not_an_area_is_among_the_cand
     assert near("near;maxDistance==450;minDistance==150") == (["2", "3", "4", "basin"], "4")
 
 
+def test_paging_parameters_out_of_range(client):
+    client.post(f"{BASE}/entities", json=shelter(1))
+    # An offset past every entity (and past 64-bit integers) is an empty page, not an error.
+    far = client.get(
+        f"{BASE}/entities",
+        params={"type": "EvacuationShelter", "offset": "9" * 30, "count": "true"},
+    )
+    assert far.status_code == 200 and far.json() == []
+    assert far.headers["NGSILD-Results-Count"] == "1"
+    subscriptions = client.get(f"{BASE}/subscriptions", params={"offset": "9" * 30})
+    assert subscriptions.status_code == 200 and subscriptions.json() == []
+    # Digits other than ASCII ("²" passes str.isdigit) are refused, not a server error.
+    for params in ({"limit": "²"}, {"offset": "²"}, {"joinLevel": "²"}, {"offset": "-1"}):
+        r = client.get(f"{BASE}/entities", params={"type": "EvacuationShelter", **params})
+        assert r.status_code == 400, (params, r.text)
+        assert r.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+    assert client.get(f"{BASE}/subscriptions", params={"limit": "²"}).status_code == 400
+    # Only the count: no link to a "next" page of nothing.
+    watch = {
+        "type": "Subscription",
+        "entities": [{"type": "EvacuationShelter"}],
+        "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}},
+    }
+    assert client.post(f"{BASE}/subscriptions", json=watch).status_code == 201
+    only_count = client.get(f"{BASE}/subscriptions", params={"limit": "0", "count": "true"})
+    assert only_count.status_code == 200 and only_count.json() == []
+    assert only_count.headers["NGSILD-Results-Count"] == "1"
+    assert "next" not in only_count.headers.get("Link", "")
+
+
 def test_geo_query(client):
     near = shelter(1)
     far = shelter(2)

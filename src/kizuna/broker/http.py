@@ -209,7 +209,7 @@ def rendering(params: Mapping[str, str], tm: TermMap) -> Rendering:
         lang=params.get("lang"),
         dataset_ids=frozenset(dataset_ids) if dataset_ids is not None else None,
         join=None if join in (None, "@none") else join,
-        join_level=_positive(params.get("joinLevel"), "joinLevel", 1),
+        join_level=whole_number(params.get("joinLevel"), "joinLevel", 1, positive=True),
     )
 
 
@@ -222,12 +222,39 @@ def _member_names(projection: Projection | None) -> list[str]:
     return names
 
 
-def _positive(raw: str | None, name: str, default: int) -> int:
+def whole_number(raw: str | None, name: str, default: int, *, positive: bool = False) -> int:
+    """A whole-number URL parameter: ASCII digits only (``str.isdigit`` also takes "²",
+    which ``int`` refuses)."""
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise bad_request(f"{name} must be a positive whole number")
+    if not (raw.isascii() and raw.isdigit()) or (positive and int(raw) < 1):
+        kind = "positive" if positive else "non-negative"
+        raise bad_request(f"{name} must be a {kind} whole number")
     return int(raw)
+
+
+# An offset past every row asks for the same empty page as this one, which keeps offset +
+# limit within the 64-bit integers of SQLite and PostgreSQL (a larger one made SQLite fail).
+MAX_OFFSET = 2**62
+
+
+def page_params(request: Request) -> tuple[int, int, bool]:
+    """limit, offset and count of a query operation (NGSI-LD pagination)."""
+    params = request.query_params
+    settings = request.app.state.services.settings
+    limit = whole_number(params.get("limit"), "limit", settings.default_page_limit)
+    offset = min(whole_number(params.get("offset"), "offset", 0), MAX_OFFSET)
+    count = (params.get("count") or "false").lower() == "true"
+    if limit > settings.max_page_limit:
+        raise Problem(
+            403,
+            "TooManyResults",
+            "Too many results",
+            f"limit must be at most {settings.max_page_limit}",
+        )
+    if limit == 0 and not count:
+        raise bad_request("limit=0 is only allowed together with count=true")
+    return limit, offset, count
 
 
 def has_option(request: Request, option: str) -> bool:

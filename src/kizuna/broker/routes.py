@@ -21,6 +21,7 @@ from kizuna.broker.http import (
     context_link,
     has_option,
     json_response,
+    page_params,
     read_json,
     rendering,
     resolve_term_map,
@@ -144,10 +145,8 @@ def _page_links(request: Request, query: Query, returned: int, total: int | None
         links.append(
             f'<{url.include_query_params(offset=prev_offset, limit=query.limit)}>; rel="prev"'
         )
-    has_more = (
-        total > query.offset + returned
-        if total is not None
-        else returned == query.limit and returned > 0
+    has_more = query.limit > 0 and (
+        total > query.offset + returned if total is not None else returned == query.limit
     )
     if has_more:
         links.append(
@@ -180,39 +179,9 @@ def _feature_collection(items: list[dict[str, Any]], geometry_property: str) -> 
     }
 
 
-def _paging(request: Request) -> tuple[int, int, bool]:
-    params = request.query_params
-    settings = request.app.state.services.settings
-    limit = _int_param(params.get("limit"), "limit", settings.default_page_limit)
-    offset = _int_param(params.get("offset"), "offset", 0)
-    count = (params.get("count") or "false").lower() == "true"
-    if limit > settings.max_page_limit:
-        raise Problem(
-            403,
-            "TooManyResults",
-            "Too many results",
-            f"limit must be at most {settings.max_page_limit}",
-        )
-    if limit == 0 and not count:
-        raise bad_request("limit=0 is only allowed together with count=true")
-    return limit, offset, count
-
-
-def _int_param(raw: str | None, name: str, default: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be a whole number") from None
-    if value < 0:
-        raise bad_request(f"{name} must not be negative")
-    return value
-
-
 def _query_from_params(request: Request, tm: TermMap) -> Query:
     params = request.query_params
-    limit, offset, count = _paging(request)
+    limit, offset, count = page_params(request)
     ids = split_list(params.get("id"), "id")
     for entity_id in ids or []:
         check_uri(entity_id, "Entity id")
@@ -244,7 +213,7 @@ def _query_from_params(request: Request, tm: TermMap) -> Query:
 
 
 def _query_from_body(request: Request, body: dict[str, Any]) -> Query:
-    limit, offset, count = _paging(request)
+    limit, offset, count = page_params(request)
     ids: list[str] = []
     types: list[str] = []
     pattern = None

@@ -318,6 +318,23 @@ def test_aggregation_monthly_and_whole_range(client: TestClient) -> None:
     assert whole["temperature"]["totalCount"][0][:2] == [8, "2024-01-01T00:00:00Z"]
 
 
+@pytest.mark.parametrize("period", ["P9000Y", "P3000000D"])
+def test_a_period_reaching_past_year_9999_ends_there(client: TestClient, period: str) -> None:
+    _create(client, _sensor("urn:ngsi-ld:Sensor:long", READINGS))
+    body = _get(
+        client,
+        "urn:ngsi-ld:Sensor:long",
+        options="aggregatedValues",
+        aggrMethods="sum",
+        aggrPeriodDuration=period,
+        timerel="after",
+        timeAt="2024-01-01T00:00:00Z",
+    )
+    [[total, start, end]] = body["temperature"]["sum"]
+    assert total == 40.0 and start.startswith("2024-01-01")
+    assert end.startswith("9999-12-31T23:59:59")
+
+
 # --- temporal writes --------------------------------------------------------------------
 
 
@@ -403,6 +420,13 @@ def test_delete_attribute_and_entity(client: TestClient) -> None:
         {"timerel": "after", "timeAt": "yesterday"},
         {"timeproperty": "seenAt"},
         {"lastN": "0"},
+        {"lastN": "²"},
+        {"options": "aggregatedValues", "aggrMethods": "avg", "aggrPeriodDuration": "P20000Y"},
+        {
+            "options": "aggregatedValues",
+            "aggrMethods": "avg",
+            "aggrPeriodDuration": "P99999999999D",
+        },
         {"options": "aggregatedValues", "aggrMethods": "avg", "aggrPeriodDuration": "P1X"},
         {"options": "aggregatedValues", "aggrMethods": "avg", "aggrPeriodDuration": "1D"},
         {"options": "aggregatedValues", "aggrMethods": "median"},

@@ -12,6 +12,7 @@ from kizuna.broker.http import (
     context_link,
     has_option,
     json_response,
+    page_params,
     read_json,
     resolve_term_map,
     term_map_for_body,
@@ -19,7 +20,6 @@ from kizuna.broker.http import (
 )
 from kizuna.broker.ngsild import check_uri
 from kizuna.broker.subscriptions.service import Subscriptions
-from kizuna.problems import Problem, bad_request
 from kizuna.routing import ModuleRouter
 from kizuna.tenancy.deps import ReadScope, WriteScope
 
@@ -57,29 +57,19 @@ async def create_subscription(request: Request, scope: WriteScope) -> Response:
 async def query_subscriptions(request: Request, scope: ReadScope) -> Response:
     subs = _subs(request)
     tm = await resolve_term_map(subs.contexts, context_link(request))
-    settings = request.app.state.services.settings
-    params = request.query_params
-    limit = _whole(params.get("limit"), "limit", settings.default_page_limit)
-    offset = _whole(params.get("offset"), "offset", 0)
-    if limit > settings.max_page_limit:
-        raise Problem(
-            403,
-            "TooManyResults",
-            "Too many results",
-            f"limit must be at most {settings.max_page_limit}",
-        )
+    limit, offset, count = page_params(request)
     page = await run_in_threadpool(
         subs.list, scope, tm, limit, offset, sys_attrs=has_option(request, "sysAttrs")
     )
     headers: dict[str, str] = {}
-    if (params.get("count") or "").lower() == "true":
+    if count:
         headers["NGSILD-Results-Count"] = str(page.count)
     links = []
     kind = 'type="application/ld+json"'
     if offset > 0:
         prev = f"/ngsi-ld/v1/subscriptions?limit={limit}&offset={max(0, offset - limit)}"
         links.append(f'<{prev}>;rel="prev";{kind}')
-    if offset + len(page.items) < page.count:
+    if limit > 0 and offset + len(page.items) < page.count:
         nxt = f"/ngsi-ld/v1/subscriptions?limit={limit}&offset={offset + limit}"
         links.append(f'<{nxt}>;rel="next";{kind}')
     if links:
@@ -113,14 +103,3 @@ async def delete_subscription(request: Request, scope: WriteScope, sub_id: str) 
     _check_id(sub_id)
     await run_in_threadpool(_subs(request).delete, scope, sub_id)
     return Response(status_code=204, headers=_tenant_headers(request))
-
-
-def _whole(raw: str | None, name: str, default: int) -> int:
-    if raw is None:
-        return default
-    if not raw.isdigit():
-        raise bad_request(f"{name} must be a non-negative whole number")
-    value = int(raw)
-    if name == "limit" and value == 0:
-        raise bad_request("limit must be at least 1")
-    return value

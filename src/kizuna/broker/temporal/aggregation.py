@@ -24,7 +24,7 @@ import calendar
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -211,12 +211,21 @@ def _span(
         number = round((index - origin) / period.fixed)
     else:
         number = int(index or 0)
+    # A bucket that would end after the last moment datetime can hold ends there.
     if period.months:
-        return add_months(origin, number * period.months), add_months(
-            origin, (number + 1) * period.months
-        )
+        start = add_months(origin, number * period.months)
+        try:
+            return start, add_months(origin, (number + 1) * period.months)
+        except ValueError:
+            return start, _END_OF_TIME
     start = origin + number * period.fixed
-    return start, start + period.fixed
+    try:
+        return start, start + period.fixed
+    except OverflowError:
+        return start, _END_OF_TIME
+
+
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 
 def _raw_statement(

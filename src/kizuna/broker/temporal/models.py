@@ -130,6 +130,6 @@ def instance_pk(value: str) -> int | None:
     """The row key of an instanceId this broker issued, else None."""
     if value.startswith(INSTANCE_PREFIX):
         tail = value[len(INSTANCE_PREFIX) :]
-        if tail.isdigit() and len(tail) < 19:
+        if tail.isascii() and tail.isdigit() and len(tail) < 19:
             return int(tail)
     return None

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kizuna.broker.context import TermMap
-from kizuna.broker.http import split_list
+from kizuna.broker.http import split_list, whole_number
 from kizuna.broker.ngsild import check_name, parse_datetime
 from kizuna.broker.projection import Projection, parse_projection
 from kizuna.problems import bad_request, invalid_request
@@ -66,16 +66,25 @@ def parse_duration(raw: str) -> Duration:
     if match is None:
         raise bad_request(f"aggrPeriodDuration {raw!r} is not an ISO 8601 duration")
     years, months, weeks, days, hours, minutes, seconds = match.groups()
-    return Duration(
-        months=int(years or 0) * 12 + int(months or 0),
-        fixed=timedelta(
+    total_months = int(years or 0) * 12 + int(months or 0)
+    try:
+        fixed = timedelta(
             weeks=int(weeks or 0),
             days=int(days or 0),
             hours=int(hours or 0),
             minutes=int(minutes or 0),
             seconds=float(seconds or 0),
-        ),
-    )
+        )
+    except OverflowError:
+        fixed = None
+    # Periods longer than the calendar (year 9999) cannot bucket anything.
+    if fixed is None or total_months > _MAX_PERIOD_MONTHS or fixed > _MAX_PERIOD:
+        raise bad_request(f"aggrPeriodDuration {raw!r} is longer than 10,000 years")
+    return Duration(months=total_months, fixed=fixed)
+
+
+_MAX_PERIOD_MONTHS = 12 * 10_000
+_MAX_PERIOD = timedelta(days=366 * 10_000)
 
 
 def temporal_query(params: Mapping[str, Any], *, required: bool = False) -> TemporalQuery:
@@ -107,14 +116,12 @@ def temporal_query(params: Mapping[str, Any], *, required: bool = False) -> Temp
                 raise bad_request("endTimeAt must be after timeAt")
         elif raw_end is not None:
             raise bad_request("endTimeAt is only for timerel=between")
-    last_n = params.get("lastN")
-    if last_n is not None and last_n != "":
-        text = str(last_n)
-        if not text.isdigit() or int(text) < 1:
-            raise bad_request("lastN must be a positive whole number")
-        last_n = int(text)
-    else:
-        last_n = None
+    raw_last_n = params.get("lastN")
+    last_n = (
+        None
+        if raw_last_n is None or raw_last_n == ""
+        else whole_number(str(raw_last_n), "lastN", 0, positive=True)
+    )
     return TemporalQuery(
         timerel=timerel,
         time_at=time_at,
