@@ -7,6 +7,7 @@ KIZUNA_REQUIRE_SERVICES=1 (CI), where a missing service fails the run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -50,9 +51,9 @@ def sqlite_engine(tmp_path) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh, migrated schema in the local PostgreSQL for this test session."""
+@contextlib.contextmanager
+def fresh_pg_schema() -> Iterator[str]:
+    """The URL of a new, migrated schema in the local PostgreSQL, dropped afterwards."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     schema = f"kz_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine_for(PG_ADMIN_URL, pool_size=1)
@@ -62,10 +63,19 @@ def pg_url() -> Iterator[str]:
     migrated = create_engine_for(url, pool_size=1)
     upgrade_to_head(migrated)
     migrated.dispose()
-    yield url
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated schema in the local PostgreSQL for this test session."""
+    with fresh_pg_schema() as url:
+        yield url
 
 
 @pytest.fixture

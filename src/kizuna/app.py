@@ -9,13 +9,11 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kizuna import __version__
 from kizuna.auth.routes import router as auth_router
@@ -29,13 +27,14 @@ from kizuna.broker.subscriptions.service import Subscriptions
 from kizuna.broker.temporal.routes import router as temporal_router
 from kizuna.broker.temporal.service import TemporalService
 from kizuna.energy import pages as energy_pages
+from kizuna.input_guard import InputGuard
 from kizuna.ledger.jobs import LedgerJobs
 from kizuna.ledger.routes import router as ledger_router
 from kizuna.ledger.service import Ledger
 from kizuna.points import pages as points_pages
 from kizuna.points.routes import router as points_router
 from kizuna.points.service import Points
-from kizuna.problems import Problem
+from kizuna.problems import Problem, problem_response
 from kizuna.settings import Settings, get_settings
 from kizuna.storage import create_engine_for, upgrade_to_head
 from kizuna.tenancy.routes import router as tenancy_router
@@ -107,50 +106,6 @@ async def _retention_loop(services: Services) -> None:
         except Exception:  # noqa: BLE001 - keep the loop alive; the next run retries
             log.exception("temporal retention run failed")
         await asyncio.sleep(settings.temporal_retention_interval_minutes * 60)
-
-
-def problem_response(problem: Problem) -> Response:
-    return Response(
-        orjson.dumps(problem.body()), status_code=problem.status, media_type="application/json"
-    )
-
-
-class BodySizeLimit:
-    """Refuses request bodies over the limit with 413 before they reach a route."""
-
-    def __init__(self, app: ASGIApp, limit: int, uploads: dict[str, int] | None = None) -> None:
-        self.app = app
-        self.limit = limit
-        # Paths of pages that take data files (exact match) and their larger limit.
-        self.uploads = uploads or {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.uploads.get(scope["path"], self.limit)
-        too_large = Problem(
-            413,
-            "urn:kizuna:errors:PayloadTooLarge",
-            "Payload too large",
-            f"The request body exceeds {limit} bytes",
-        )
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await problem_response(too_large)(scope, receive, send)
-                return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise too_large
-            return message
-
-        await self.app(scope, limited_receive, send)
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -236,7 +191,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(points_router)
     mount_web(app, page_modules=[energy_pages, watch_pages, points_pages])
     app.add_middleware(
-        BodySizeLimit,
+        InputGuard,
         limit=settings.max_body_bytes,
         uploads={"/energy/runs": settings.max_upload_bytes},
     )

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+from starlette.responses import Response
+
 NGSI_LD_ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
 KIZUNA_ERRORS = "urn:kizuna:errors:"
 
@@ -29,6 +32,12 @@ class Problem(Exception):
             out["detail"] = self.detail
         out.update(self.extra)
         return out
+
+
+def problem_response(problem: Problem) -> Response:
+    return Response(
+        orjson.dumps(problem.body()), status_code=problem.status, media_type="application/json"
+    )
 
 
 def bad_request(detail: str) -> Problem:

@@ -437,6 +437,17 @@ def test_discovery(client):
             {"Content-Type": "application/json"},
             413,
         ),
+        # NUL: PostgreSQL stores it in neither text nor jsonb; refused on both databases.
+        (
+            b'{"id": "urn:a:b", "type": "T", "p": {"type": "Property", "value": "a\\\\\\u0000"}}',
+            {"Content-Type": "application/json"},
+            400,
+        ),
+        (
+            b'{"id": "urn:a:b", "type": "T", "p\u0000": {"type": "Property", "value": 1}}',
+            {"Content-Type": "application/ld+json"},
+            400,
+        ),
     ],
 )
 def test_bad_input_is_refused_and_writes_nothing(client, body, headers, status):
@@ -445,6 +456,18 @@ def test_bad_input_is_refused_and_writes_nothing(client, body, headers, status):
     problem = r.json()
     assert problem["type"] and problem["title"]
     assert client.get(f"{BASE}/entities/urn:a:b").status_code in (404,)
+
+
+def test_nul_in_the_url_is_refused_and_an_escaped_backslash_is_not_nul(client):
+    for url in (f"{BASE}/entities/urn:a:b%00", f"{BASE}/entities?type=T&q=p==%22%00%22"):
+        r = client.get(url)
+        assert r.status_code == 400 and "NUL" in r.json()["detail"], r.text
+    # The text backslash-u0000 (an escaped backslash, then "u0000") is ordinary text.
+    body = b'{"id": "urn:a:b", "type": "T", "p": {"type": "Property", "value": "C:\\\\u0000"}}'
+    r = client.post(f"{BASE}/entities", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    stored = client.get(f"{BASE}/entities/urn:a:b", params={"options": "keyValues"}).json()
+    assert stored["p"] == "C:\\u0000"
 
 
 @pytest.mark.parametrize("method", ["put", "patch"])
