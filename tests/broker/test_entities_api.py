@@ -470,6 +470,48 @@ def test_nul_in_the_url_is_refused_and_an_escaped_backslash_is_not_nul(client):
     assert stored["p"] == "C:\\u0000"
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"q": "|".join(f"capacity=={n}" for n in range(1000))},
+        {"q": "(" * 1000 + "capacity==1" + ")" * 1000},
+        {"q": "capacity==" + ",".join(str(n) for n in range(1000))},
+        {"type": "(" * 400 + "EvacuationShelter" + ")" * 400},
+        {"scopeQ": ",".join(f"/a{n}" for n in range(1000))},
+    ],
+    ids=["q terms", "q depth", "q list", "type depth", "scopeQ terms"],
+)
+def test_oversized_query_expressions_are_bad_requests(client, params):
+    client.post(f"{BASE}/entities", json=shelter(1))
+    r = client.get(f"{BASE}/entities", params={"type": "EvacuationShelter", **params})
+    assert r.status_code == 400, r.text[:300]
+    assert r.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+
+
+def test_a_long_attrs_list_is_answered(client):
+    client.post(f"{BASE}/entities", json=shelter(1))
+    names = [f"extra{n}" for n in range(2000)] + ["capacity"]
+    r = client.get(
+        f"{BASE}/entities", params={"type": "EvacuationShelter", "attrs": ",".join(names)}
+    )
+    assert r.status_code == 200, r.text[:300]
+    assert [set(e) for e in r.json()] == [{"id", "type", "capacity"}]
+
+
+@pytest.mark.parametrize(
+    "entity",
+    [
+        {"id": "urn:a:b", "type": "T" * 1100},
+        {"id": "urn:a:b", "type": "T", "p" * 1100: {"type": "Property", "value": 1}},
+    ],
+    ids=["type", "attribute"],
+)
+def test_names_too_long_to_store_are_refused(client, entity):
+    r = client.post(f"{BASE}/entities", json=entity)
+    assert r.status_code == 400, r.text[:300]
+    assert client.get(f"{BASE}/entities/urn:a:b").status_code == 404
+
+
 @pytest.mark.parametrize("method", ["put", "patch"])
 def test_a_non_object_body_for_replace_or_merge_is_a_bad_request(client, method):
     client.post(f"{BASE}/entities", json=shelter(30))

@@ -7,6 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kizuna.broker.qlang import (
+    MAX_DEPTH,
+    MAX_TERMS,
     And,
     AttrPath,
     Comparison,
@@ -93,3 +95,22 @@ def test_any_text_parses_or_is_refused_cleanly(text):
         parse_q(text)
     except Problem as problem:
         assert problem.status == 400
+
+
+def _refused(text: str) -> str:
+    with pytest.raises(Problem) as caught:
+        parse_q(text)
+    assert caught.value.status == 400
+    return caught.value.detail
+
+
+def test_expressions_are_bounded_in_depth_terms_and_list_length():
+    deepest = "(" * MAX_DEPTH + "a==1" + ")" * MAX_DEPTH
+    assert parse_q(deepest) == parse_q("a==1")
+    assert "deeper" in _refused("(" + deepest + ")")
+    most = "|".join(f"a=={n}" for n in range(MAX_TERMS))
+    assert len(parse_q(most).items) == MAX_TERMS
+    assert "conditions" in _refused(most + ";b")
+    longest = "a==" + ",".join(str(n) for n in range(MAX_TERMS))
+    assert len(parse_q(longest).value.items) == MAX_TERMS
+    assert "values" in _refused(longest + ",0")

@@ -80,6 +80,8 @@ def test_create_retrieve_list_update_delete(client):
         ({"timeInterval": 10, "watchedAttributes": ["temperature"]}, "interval + watched"),
         ({"timeInterval": 10, "throttling": 5}, "interval + throttling"),
         ({"throttling": -1}, "negative throttling"),
+        ({"timeInterval": 1e308}, "interval past the calendar"),
+        ({"throttling": 4e9}, "throttling over a century"),
         ({"expiresAt": "2000-01-01T00:00:00Z"}, "expired"),
         ({"entities": [{"id": "urn:x:1"}]}, "selector without type"),
         ({"entities": [{"type": "Sensor", "idPattern": "("}]}, "bad idPattern"),

@@ -147,10 +147,21 @@ def expand_types(raw: Any, tm: TermMap) -> list[str]:
         check_name(item, "Entity type")
         if item in tm.keywords:
             raise bad_request(f"Entity type {item!r} is a JSON-LD keyword alias")
-        iri = tm.expand(item)
+        iri = expand_name(tm, item, "Entity type")
         if iri not in out:
             out.append(iri)
     return out
+
+
+# The database columns that hold expanded entity types and attribute names.
+MAX_EXPANDED_NAME = 1024
+
+
+def expand_name(tm: TermMap, name: str, what: str) -> str:
+    iri = tm.expand(name)
+    if len(iri) > MAX_EXPANDED_NAME:
+        raise bad_request(f"{what} {name[:40]!r}... is over {MAX_EXPANDED_NAME} characters")
+    return iri
 
 
 def _scopes(raw: Any) -> list[str]:
@@ -174,7 +185,7 @@ def expand_attributes(
         if name.startswith("@"):
             raise bad_request(f"Unexpected member {name!r}")
         check_name(name)
-        iri = tm.expand(name)
+        iri = expand_name(tm, name, "Attribute name")
         if allow_null:
             items = (
                 raw if isinstance(raw, list) and all(isinstance(i, dict) for i in raw) else [raw]

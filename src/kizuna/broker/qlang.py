@@ -88,6 +88,13 @@ class Or:
 QExpr = Union[And, Or, Comparison, Exists]  # noqa: UP007 - used at runtime by isinstance
 
 
+# Bounds on one query's expressions (q, and the type expressions and scopeQ that share
+# them): far above what a person or a service writes, and low enough that neither Python's
+# recursion nor SQLite's expression depth (1,000) is ever reached.
+MAX_DEPTH = 20  # nested parentheses
+MAX_TERMS = 100  # conditions, or values in one list
+
+
 def parse_q(text: str) -> QExpr:
     """Parse q text (already URL-decoded); a :class:`Problem` 400 names the position."""
     parser = _Parser(text)
@@ -115,6 +122,8 @@ class _Parser:
         self.what = what
         self.text = text.rstrip()
         self.pos = 0
+        self.depth = 0
+        self.terms = 0
         if "\x00" in self.text:
             self.fail("NUL character", self.text.index("\x00"))
         self.skip_space()
@@ -161,10 +170,17 @@ class _Parser:
     def term(self) -> QExpr:
         self.skip_space()
         if self.peek() == "(":
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                self.fail(f"parentheses nested deeper than {MAX_DEPTH}")
             self.pos += 1
             inner = self.disjunction()
             self.expect(")", "missing ')'")
+            self.depth -= 1
             return inner
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            self.fail(f"more than {MAX_TERMS} conditions")
         path = self.path()
         self.skip_space()
         op = next((o for o in OPERATORS if self.text.startswith(o, self.pos)), None)
@@ -233,6 +249,8 @@ class _Parser:
             return first
         items = [first]
         while self.peek() == ",":
+            if len(items) == MAX_TERMS:
+                self.fail(f"more than {MAX_TERMS} values in a list")
             self.pos += 1
             self.skip_space()
             items.append(self.literal())

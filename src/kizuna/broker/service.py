@@ -49,7 +49,7 @@ from kizuna.broker.ngsild import (
     render_entity,
     to_iso,
 )
-from kizuna.broker.qlang import parse_q
+from kizuna.broker.qlang import MAX_TERMS, parse_q
 from kizuna.broker.qsql import compile_q
 from kizuna.broker.typeexpr import compile_type_expression
 from kizuna.problems import Problem, already_exists, bad_request, not_found
@@ -1060,10 +1060,10 @@ def _scope_condition(scope_q: str, dialect: str) -> Any:
             )
         return _scopes_match(pattern, dialect)
 
-    ors = []
-    for alternative in scope_q.split(","):
-        ors.append(and_(*(one(t) for t in alternative.split(";"))))
-    return or_(*ors)
+    alternatives = [alternative.split(";") for alternative in scope_q.split(",")]
+    if sum(len(terms) for terms in alternatives) > MAX_TERMS:
+        raise bad_request(f"scopeQ has more than {MAX_TERMS} terms")
+    return or_(*(and_(*(one(t) for t in terms)) for terms in alternatives))
 
 
 def _scopes_match(pattern: str, dialect: str) -> Any:

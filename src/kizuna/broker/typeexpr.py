@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import and_, or_
 
 from kizuna.broker.ngsild import check_name
+from kizuna.broker.qlang import MAX_DEPTH
 from kizuna.problems import bad_request
 
 _TOKEN = re.compile(r"\s*(?:([(),;|])|([^(),;|\s]+))")
@@ -28,6 +29,7 @@ def parse_type_expression(text: str, expand: Callable[[str], str]) -> Any:
     """The expression as a tree: an expanded type, or ("or" | "and", [subtrees])."""
     tokens = _tokenize(text)
     position = 0
+    depth = 0
 
     def peek() -> str | None:
         return tokens[position] if position < len(tokens) else None
@@ -52,13 +54,18 @@ def parse_type_expression(text: str, expand: Callable[[str], str]) -> Any:
         return items[0] if len(items) == 1 else ("and", items)
 
     def atom() -> Any:
+        nonlocal depth
         token = peek()
         if token == "(":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise bad_request(f"Type expression nested deeper than {MAX_DEPTH} parentheses")
             take()
             inner = disjunction()
             if peek() != ")":
                 raise bad_request(f"Unbalanced parentheses in type expression {text!r}")
             take()
+            depth -= 1
             return inner
         if token is None or token in "),;|":
             raise bad_request(f"Invalid type expression {text!r}")

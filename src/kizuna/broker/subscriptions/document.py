@@ -39,6 +39,8 @@ ACCEPTS = ("application/json", "application/ld+json", "application/geo+json")
 SCHEMES = ("http", "https", "mqtt", "mqtts")
 # Members a PATCH may not remove (set to null).
 MANDATORY = ("notification",)
+# Beyond this a throttling or a timeInterval means nothing (and its next time overflows).
+_CENTURY = 100 * 365.25 * 86_400
 
 
 def new_id() -> str:
@@ -96,8 +98,10 @@ def parse(body: Any, tm: TermMap, now: datetime, *, check_expiry: bool = True) -
     for key in ("throttling", "timeInterval"):
         if key in body:
             value = body[key]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int | float):
                 raise bad_request(f"{key} must be a positive number of seconds")
+            if not 0 < value <= _CENTURY:
+                raise bad_request(f"{key} must be more than 0 and at most a century, in seconds")
             doc[key] = value
     if "timeInterval" in doc and "watchedAttributes" in doc:
         raise bad_request("timeInterval and watchedAttributes exclude each other")
