@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kizuna import __version__
@@ -176,6 +177,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         kind = "ResourceNotFound" if exc.status_code == 404 else "urn:kizuna:errors:HttpError"
         problem = Problem(exc.status_code, kind, str(exc.detail), str(exc.detail))
         return problem_response(problem)
+
+    @app.exception_handler(DataError)
+    async def _refused_by_database(request: Request, exc: DataError) -> Response:
+        # A value the database will not store (longer than its column, out of its type's
+        # range) that got past validation: bad input, and its transaction rolled back. On
+        # SQLite, which does not check lengths, the same value is stored.
+        log.warning("the database refused a value: %s", exc.orig)
+        detail = "A value is too long or out of range for storage"
+        if wants_html(request):
+            return error_page(request, 400, "入力値が長すぎるか範囲外です / " + detail)
+        return problem_response(Problem(400, "BadRequestData", "Bad request data", detail))
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, str]:

@@ -212,6 +212,37 @@ def test_people_sign_in_for_a_bearer_token(app, town):
         assert write.status_code == 403
 
 
+def test_keys_and_users_are_issued_for_existing_tenants_only(app, town):
+    with writer(app.state.services.engine).begin() as conn:
+        create_user(conn, f"admin-{town}", "管理者", Role.PLATFORM_ADMIN, "correct horse", [])
+    with TestClient(app) as client:
+        token = client.post(
+            "/auth/token", json={"username": f"admin-{town}", "password": "correct horse"}
+        ).json()["access_token"]
+        admin = {"Authorization": f"Bearer {token}"}
+
+        def issue(tenant: str) -> int:
+            return client.post(
+                "/auth/api-keys", json={"tenant": tenant, "label": "gateway"}, headers=admin
+            ).status_code
+
+        def add_user(tenant: str) -> int:
+            body = {
+                "username": f"u-{uuid.uuid4().hex[:8]}",
+                "display_name": "職員",
+                "role": "municipal_staff",
+                "password": "long enough",
+                "tenants": [tenant],
+            }
+            return client.post("/auth/users", json=body, headers=admin).status_code
+
+        assert issue(town) == 201 and add_user(town) == 201
+        assert issue("nowhere-town") == 404 and add_user("nowhere-town") == 404
+        # Malformed, or too long for the column (a 500 on PostgreSQL before).
+        assert issue("x" * 200) == 400 and add_user("x" * 200) == 400
+        assert issue("bad name!") == 400
+
+
 def _jwt(key, **claims) -> str:
     now = int(time.time())
     payload = {

@@ -113,3 +113,44 @@ def test_unknown_tenant_is_refused_for_reads(engine, tmp_path):
             f"{BASE}/entities", params={"type": "AED"}, headers={"NGSILD-Tenant": "bad tenant!"}
         )
         assert bad.status_code == 400
+
+
+def test_tenant_administration_refuses_values_too_long_to_store(engine, tmp_path):
+    app = create_app(
+        Settings(data_dir=tmp_path, open_access=True, context_fetch_enabled=False), engine
+    )
+    town = f"t{uuid.uuid4().hex[:10]}"
+    with TestClient(app) as client:
+        long_name = {"id": town, "name_ja": "町" * 201, "name_en": "Town"}
+        assert client.post("/tenancy/tenants", json=long_name).status_code == 400
+        ok = {"id": town, "name_ja": "町", "name_en": "Town"}
+        assert client.post("/tenancy/tenants", json=ok).status_code == 201
+        types = {"types": ["T" * 600]}
+        refused = client.put(f"/tenancy/tenants/{town}/open-types", json=types)
+        assert refused.status_code == 400, refused.text
+
+
+def test_a_value_the_database_refuses_is_a_bad_request(engine, tmp_path):
+    """The safety net behind validation: a value too long for its column (PostgreSQL)."""
+    from sqlalchemy import insert
+
+    from kizuna.tenancy.models import regions
+
+    app = create_app(
+        Settings(data_dir=tmp_path, open_access=True, context_fetch_enabled=False), engine
+    )
+
+    @app.post("/test-only/regions")
+    def unvalidated(name: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(regions).values(id="r" + uuid.uuid4().hex[:8], name_ja=name, name_en=name)
+            )
+
+    with TestClient(app) as client:
+        r = client.post("/test-only/regions", params={"name": "x" * 300})
+        if engine.dialect.name == "postgresql":
+            assert r.status_code == 400, r.text
+            assert r.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+        else:  # SQLite does not check lengths
+            assert r.status_code == 200

@@ -88,6 +88,7 @@ def create_api_key(
     request: Request, principal: CurrentPrincipal, body: ApiKeyCreate
 ) -> dict[str, Any]:
     _require_manager(principal, [body.tenant])
+    request.app.state.services.tenants.require(body.tenant)
     with writer(_engine(request)).begin() as conn:
         key = service.create_api_key(conn, body.tenant, body.can_write, body.label)
     return {"api_key": key, "tenant": body.tenant, "can_write": body.can_write, "label": body.label}
@@ -114,6 +115,8 @@ def create_user(request: Request, principal: CurrentPrincipal, body: UserCreate)
     _require_manager(principal, body.tenants)
     if not principal.is_platform_admin and body.role not in _STAFF_GRANTABLE:
         raise forbidden(f"Municipal staff cannot create {body.role} users")
+    for tenant in body.tenants:
+        request.app.state.services.tenants.require(tenant)
     with writer(_engine(request)).begin() as conn:
         user_id = service.create_user(
             conn, body.username, body.display_name, body.role, body.password, body.tenants

@@ -8,7 +8,7 @@ from fastapi import Request
 from pydantic import BaseModel, Field
 
 from kizuna.auth.service import Role
-from kizuna.problems import forbidden, unauthorized
+from kizuna.problems import bad_request, forbidden, unauthorized
 from kizuna.routing import ModuleRouter
 from kizuna.tenancy.deps import CurrentPrincipal
 
@@ -17,16 +17,20 @@ router = ModuleRouter(prefix="/tenancy", tags=["tenancy"])
 
 class TenantCreate(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    name_ja: str
-    name_en: str
+    name_ja: str = Field(min_length=1, max_length=200)
+    name_en: str = Field(min_length=1, max_length=200)
     region_id: str | None = None
     lg_code: str | None = Field(default=None, pattern=r"^\d{6}$")
 
 
 class RegionCreate(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    name_ja: str
-    name_en: str
+    name_ja: str = Field(min_length=1, max_length=200)
+    name_en: str = Field(min_length=1, max_length=200)
+
+
+# The length of tenancy_open_types.entity_type.
+MAX_OPEN_TYPE = 512
 
 
 class OpenTypes(BaseModel):
@@ -82,5 +86,7 @@ def set_open_types(
         raise forbidden("Only the municipality's staff may publish its data")
     core = request.app.state.services.broker.contexts.core
     expanded = [core.expand(t) for t in body.types]
+    if any(len(t) > MAX_OPEN_TYPE for t in expanded):
+        raise bad_request(f"An entity type is over {MAX_OPEN_TYPE} characters once expanded")
     _directory(request).set_open_types(tenant_id, expanded)
     return {"tenant": tenant_id, "open_types": expanded}

@@ -56,7 +56,7 @@ class TenantDirectory:
         if principal.is_anonymous:
             if write:
                 raise unauthorized("Writing requires an API key or a bearer token")
-            self._require(tenant)
+            self.require(tenant)
             return TenantScope(tenant, principal, False, self._open_types(tenant))
         if not principal.acts_in(tenant):
             raise forbidden(f"Not allowed in tenant {tenant!r}")
@@ -71,7 +71,10 @@ class TenantDirectory:
                 raise nonexistent_tenant(tenant)
         return TenantScope(tenant, principal, write)
 
-    def _require(self, tenant: str) -> None:
+    def require(self, tenant: str) -> None:
+        """Refuse a tenant name that is malformed (400) or names no tenant (404)."""
+        if not _TENANT_NAME.match(tenant):
+            raise bad_request(f"Invalid tenant name {tenant!r}")
         if not self._exists(tenant):
             raise nonexistent_tenant(tenant)
 
@@ -139,7 +142,7 @@ class TenantDirectory:
             self._known[tenant_id] = True
 
     def set_open_types(self, tenant_id: str, expanded_types: list[str]) -> None:
-        self._require(tenant_id)
+        self.require(tenant_id)
         with writer(self._engine).begin() as conn:
             conn.execute(delete(open_types).where(open_types.c.tenant_id == tenant_id))
             for entity_type in sorted(set(expanded_types)):
@@ -150,7 +153,7 @@ class TenantDirectory:
             self._open.pop(tenant_id, None)
 
     def enable_service(self, tenant_id: str, service: str) -> None:
-        self._require(tenant_id)
+        self.require(tenant_id)
         with writer(self._engine).begin() as conn:
             exists = conn.execute(
                 select(enabled_services.c.service).where(
