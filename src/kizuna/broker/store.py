@@ -405,7 +405,9 @@ def has_any_attribute(attrs_col: Any, iris: Sequence[str], dialect: str) -> Colu
     # One test of the object's keys, however many names: an OR per name nested as deep
     # as the list is long, past SQLite's expression depth for a long `attrs`.
     keys = func.json_each(attrs_col).table_valued("key").alias("attr_keys")
-    return exists(select(literal_column("1")).select_from(keys).where(keys.c.key.in_(set(iris))))
+    return exists(
+        select(literal_column("1")).select_from(keys).where(keys.c.key.in_(sorted(set(iris))))
+    )
 
 
 INSTANCE_META = frozenset({"createdAt", "modifiedAt", "observedAt", "unitCode", "datasetId"})
