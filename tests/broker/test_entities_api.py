@@ -444,7 +444,7 @@ def test_discovery(client):
             400,
         ),
         (
-            b'{"id": "urn:a:b", "type": "T", "p\u0000": {"type": "Property", "value": 1}}',
+            b'{"id": "urn:a:b", "type": "T", "p\\u0000": {"type": "Property", "value": 1}}',
             {"Content-Type": "application/ld+json"},
             400,
         ),
