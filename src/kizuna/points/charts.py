@@ -32,20 +32,23 @@ CATEGORY_LABELS = {
 }
 
 
-def qr_svg(data: str, scale: int = 6) -> str:
-    """An inline SVG QR code (error correction M, quiet zone of 4 modules)."""
+def _qr(data: str) -> Any:
+    """The QR code of ``data`` (error correction M, never a micro QR)."""
     import segno  # see the module's docstring
 
-    qr = segno.make(data, error="m", micro=False)
+    return segno.make(data, error="m", micro=False)
+
+
+def qr_svg(data: str, scale: int = 6) -> str:
+    """An inline SVG QR code (error correction M, quiet zone of 4 modules)."""
+    qr = _qr(data)
     buf = io.BytesIO()
     qr.save(buf, kind="svg", scale=scale, border=4, xmldecl=False, svgns=True, dark="#1d2433")
     return buf.getvalue().decode()
 
 
 def qr_png(data: str, scale: int = 10) -> bytes:
-    import segno  # see the module's docstring
-
-    qr = segno.make(data, error="m", micro=False)
+    qr = _qr(data)
     buf = io.BytesIO()
     qr.save(buf, kind="png", scale=scale, border=4)
     return buf.getvalue()
@@ -76,7 +79,6 @@ def _pyplot() -> Any:
 def poster_pdf(programme: str, shop: str, town: str, url: str) -> bytes:
     """The shop's A4 poster: programme, shop name, a large QR code and how to pay."""
     _pyplot()
-    import segno
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8.27, 11.69))  # A4 portrait, inches
@@ -92,7 +94,7 @@ def poster_pdf(programme: str, shop: str, town: str, url: str) -> bytes:
     ax.text(105, 259, "ポイントが使えます", ha="center", va="center", fontsize=22, color="white")
     ax.text(105, 232, shop, ha="center", va="center", fontsize=30, weight="bold", color="#1d2433")
     ax.text(105, 219, town, ha="center", va="center", fontsize=14, color="#5b6475")
-    matrix = list(segno.make(url, error="m", micro=False).matrix)
+    matrix = list(_qr(url).matrix)
     n = len(matrix)
     size = 120.0
     cell = size / (n + 8)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Request
 from pydantic import BaseModel, Field
@@ -11,22 +11,29 @@ from kizuna.auth.service import Role
 from kizuna.problems import bad_request, forbidden, unauthorized
 from kizuna.routing import ModuleRouter
 from kizuna.tenancy.deps import CurrentPrincipal
+from kizuna.tenancy.service import TENANT_NAME
 
 router = ModuleRouter(prefix="/tenancy", tags=["tenancy"])
 
 
+# Ids of tenants and regions, as the NGSILD-Tenant header takes them; names as their
+# columns hold them.
+Id = Annotated[str, Field(pattern=TENANT_NAME.pattern)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class TenantCreate(BaseModel):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    name_ja: str = Field(min_length=1, max_length=200)
-    name_en: str = Field(min_length=1, max_length=200)
+    id: Id
+    name_ja: Name
+    name_en: Name
     region_id: str | None = None
     lg_code: str | None = Field(default=None, pattern=r"^\d{6}$")
 
 
 class RegionCreate(BaseModel):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    name_ja: str = Field(min_length=1, max_length=200)
-    name_en: str = Field(min_length=1, max_length=200)
+    id: Id
+    name_ja: Name
+    name_en: Name
 
 
 # The length of tenancy_open_types.entity_type.

@@ -28,7 +28,7 @@ from kizuna.storage import writer
 from kizuna.tenancy.models import enabled_services, open_types, regions, tenants
 
 DEFAULT_TENANT = "default"
-_TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class TenantDirectory:
 
     def scope(self, principal: Principal, tenant_header: str | None, *, write: bool) -> TenantScope:
         tenant = tenant_header.strip() if tenant_header else DEFAULT_TENANT
-        if not _TENANT_NAME.match(tenant):
+        if not TENANT_NAME.match(tenant):
             raise bad_request(f"Invalid tenant name {tenant!r}")
         if principal.is_anonymous:
             if write:
@@ -73,7 +73,7 @@ class TenantDirectory:
 
     def require(self, tenant: str) -> None:
         """Refuse a tenant name that is malformed (400) or names no tenant (404)."""
-        if not _TENANT_NAME.match(tenant):
+        if not TENANT_NAME.match(tenant):
             raise bad_request(f"Invalid tenant name {tenant!r}")
         if not self._exists(tenant):
             raise nonexistent_tenant(tenant)
@@ -120,7 +120,7 @@ class TenantDirectory:
         lg_code: str | None = None,
     ) -> None:
         """Create a tenant; creating one that exists with the same id changes nothing."""
-        if not _TENANT_NAME.match(tenant_id):
+        if not TENANT_NAME.match(tenant_id):
             raise invalid_request(f"Invalid tenant id {tenant_id!r}")
         with writer(self._engine).begin() as conn:
             if (
